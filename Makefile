@@ -1,0 +1,40 @@
+# calipers — `make demo` runs the main job, `make test` the CI suite. Both create .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Installed before the package: on CPU machines pip takes the local CPU wheel of exactly this
+# version; a bare range would pull a multi-GB CUDA build. GPU users: make TORCH=torch.
+TORCH  ?= torch==2.13.0
+
+.PHONY: venv demo demo-quick test validate bench lint clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: venv
+	$(BIN)/calipers demo --out runs/demo
+
+demo-quick: venv
+	$(BIN)/calipers demo --quick --out runs/demo-quick
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
+
+validate: venv
+	$(BIN)/python -m pytest -q -m slow validate
+
+bench: venv
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run_all.py
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

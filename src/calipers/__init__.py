@@ -1,0 +1,3 @@
+"""calipers: measure your networks with error bars."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""Small input checks shared by the public functions (messages: parameter, rule, value, fix)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__: list[str] = []
+
+
+def _look_up_option(value: str, choices: Iterable[str], *, what: str) -> str:
+    """Return ``value`` if it is one of ``choices``; else raise with a "did you mean" hint.
+
+    >>> _look_up_option("acuracy", ["accuracy", "nll"], what="metric")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown metric 'acuracy'; did you mean 'accuracy'? Choose from: accuracy, nll.
+    """
+    choices = list(choices)
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    raise ValueError(f"unknown {what} {value!r}{hint} Choose from: {', '.join(map(str, choices))}.")
+
+
+def _check_finite(x: np.ndarray, *, name: str) -> None:
+    """Raise if ``x`` holds NaN or infinity, saying how many and where the first one is."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number):
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} holds {int(bad.sum())} NaN or infinite value(s) (first at index {first}); "
+            f"remove or impute them before calling calipers."
+        )
+
+
+def _check_positive_int(value: object, *, name: str, minimum: int = 1, fix: str = "") -> int:
+    """Return ``value`` as an int, raising if it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}; got {value!r}." + (f" {fix}" if fix else "")
+        )
+    return int(value)

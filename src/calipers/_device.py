@@ -1,0 +1,48 @@
+"""Resolve the ``device`` argument once, at the boundary."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from calipers.exceptions import CalipersWarning
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:i" | torch.device`` into a ``torch.device``.
+
+    ``"auto"`` picks CUDA when available, else the CPU. Asking for CUDA on a machine without it
+    falls back to the CPU with a :class:`CalipersWarning` (the numbers are the same, only slower).
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        text = str(device).strip().lower()
+        if text == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(text)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}."
+            ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            warnings.warn(
+                f"device {str(dev)!r} was asked for but CUDA is not available; using the CPU.",
+                CalipersWarning,
+                stacklevel=3,
+            )
+            return torch.device("cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(dev)!r} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                f"cuda:{torch.cuda.device_count() - 1})."
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {device!r}.")
+    return dev

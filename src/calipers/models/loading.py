@@ -1,0 +1,73 @@
+"""Build a network from ``"module:callable"`` plus arguments, adapted to the data."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+__all__ = ["build_network", "resolve_callable"]
+
+
+def resolve_callable(spec: str | Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Import ``"package.module:callable"`` (or pass a callable through)."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(
+            f"model must be 'module:callable', e.g. 'calipers.models:CNN' or "
+            f"'my_package.nets:build'; got {spec!r}."
+        )
+    mod_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"cannot import module {mod_name!r} for model {spec!r}: {exc}. Check the spelling and "
+            "that the module is on PYTHONPATH (or installed)."
+        ) from exc
+    try:
+        fn = getattr(module, attr)
+    except AttributeError:
+        public = sorted(n for n in dir(module) if not n.startswith("_"))
+        raise ValueError(
+            f"module {mod_name!r} has no callable {attr!r} (model {spec!r}). "
+            f"It defines: {', '.join(public[:20])}."
+        ) from None
+    if not callable(fn):
+        raise ValueError(f"{spec!r} is not callable; it is a {type(fn).__name__}.")
+    return fn
+
+
+def build_network(
+    spec: str | Callable[..., nn.Module],
+    args: Mapping[str, Any] | None = None,
+    *,
+    input_shape: Sequence[int],
+    n_outputs: int,
+) -> nn.Module:
+    """Call the model factory with ``args``, adding ``input_shape``/``n_outputs`` if it takes them.
+
+    A user factory that does not accept ``input_shape`` or ``n_outputs`` gets only ``args``.
+    """
+    fn = resolve_callable(spec)
+    kwargs = dict(args or {})
+    try:
+        params = inspect.signature(fn).parameters
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):  # builtins without a signature
+        params, var_kw = {}, True
+    for name, value in (("input_shape", tuple(int(s) for s in input_shape)),
+                        ("n_outputs", int(n_outputs))):
+        if name not in kwargs and (var_kw or name in params):
+            kwargs[name] = value
+    try:
+        net = fn(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"could not build model {spec!r} with args {dict(args or {})}: {exc}") from exc
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"model {spec!r} returned a {type(net).__name__}, not a torch.nn.Module.")
+    return net
