@@ -67,7 +67,9 @@ def build_network(
     try:
         net = fn(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"could not build model {spec!r} with args {dict(args or {})}: {exc}") from exc
+        raise ValueError(
+            f"could not build model {spec!r} with args {dict(args or {})}: {exc}"
+        ) from exc
     if not isinstance(net, nn.Module):
         raise ValueError(f"model {spec!r} returned a {type(net).__name__}, not a torch.nn.Module.")
     return net

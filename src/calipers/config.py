@@ -1,0 +1,191 @@
+"""Experiment configuration: TOML → validated objects; every error names its key path.
+
+Keys follow design §3::
+
+    [data]     kind, path, task, target, group
+    [cv]       folds, repeats, seed, stratify
+    [train]    epochs, batch_size, lr, weight_decay, device, amp
+    [mc]       samples, tau
+    [compare]  metric, alpha, a, b
+    [networks.NAME]  model, args
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from calipers.exceptions import ConfigError
+
+__all__ = ["ExperimentConfig", "load_config", "parse_config"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    kind: Literal["digits", "arrays", "images", "table"] = "digits"
+    path: str | None = None
+    task: Literal["classification", "regression"] = "classification"
+    target: str | None = None
+    group: str | None = None
+
+
+class CVConfig(_Section):
+    folds: int = Field(10, ge=2)
+    repeats: int = Field(1, ge=1)
+    seed: int = 0
+    stratify: bool = True
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    device: str = "auto"
+    amp: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {v!r}")
+
+
+class MCConfig(_Section):
+    samples: int = Field(30, ge=0)
+    tau: float | None = Field(None, gt=0)
+
+
+class CompareConfig(_Section):
+    metric: str | None = None
+    alpha: float = Field(0.05, gt=0, lt=1)
+    a: str | None = None
+    b: str | None = None
+
+
+class NetworkConfig(_Section):
+    model: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment; see the module docstring for the keys."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    mc: MCConfig = Field(default_factory=MCConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    networks: dict[str, NetworkConfig] = Field(min_length=1)
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML text (written to ``RUN/config.toml``)."""
+        return _dump_toml(self.model_dump(exclude_none=True))
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "data": DataConfig, "cv": CVConfig, "train": TrainConfig, "mc": MCConfig,
+    "compare": CompareConfig,
+}
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    if len(loc) == 2 and loc[0] in _SECTIONS:
+        return list(_SECTIONS[loc[0]].model_fields)
+    if len(loc) == 3 and loc[0] == "networks":
+        return list(NetworkConfig.model_fields)
+    if len(loc) == 1:
+        return list(ExperimentConfig.model_fields)
+    return []
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    path = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(loc)
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        return f"{path}: unknown key{hint} Valid keys here: {', '.join(known)}."
+    if err["type"] == "missing":
+        return f"{path}: required key is missing."
+    got = err.get("input")
+    return f"{path}: {err['msg']} (got {got!r})."
+
+
+def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> ExperimentConfig:
+    """Validate a config dict; relative ``data.path`` is resolved against ``base_dir``."""
+    if "networks" not in raw:
+        raise ConfigError("networks: no [networks.NAME] table; add at least one, e.g.\n"
+                          "[networks.A]\nmodel = \"calipers.models:CNN\"\n"
+                          "args = { channels = 16, dropout = 0.1 }")
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format_error(e) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    if cfg.data.kind != "digits" and cfg.data.path is None:
+        raise ConfigError(f"data.path: required for data.kind = {cfg.data.kind!r}.")
+    if cfg.data.kind == "table" and cfg.data.target is None:
+        raise ConfigError("data.target: required for data.kind = 'table' (the target column).")
+    if cfg.data.path is not None and base_dir is not None:
+        p = Path(cfg.data.path)
+        if not p.is_absolute():
+            data = cfg.data.model_copy(update={"path": str((Path(base_dir) / p).resolve())})
+            cfg = cfg.model_copy(update={"data": data})
+    for key in ("a", "b"):
+        name = getattr(cfg.compare, key)
+        if name is not None and name not in cfg.networks:
+            raise ConfigError(f"compare.{key}: no network named {name!r}; networks are "
+                              f"{', '.join(cfg.networks)}.")
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment TOML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} does not exist.")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    return parse_config(raw, base_dir=p.parent)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to TOML.")
+
+
+def _dump_toml(d: dict[str, Any]) -> str:
+    out = []
+    for section, body in d.items():
+        if section == "networks":
+            for name, net in body.items():
+                out.append(f"[networks.{name}]")
+                out += [f"{k} = {_toml_value(v)}" for k, v in net.items()]
+                out.append("")
+            continue
+        out.append(f"[{section}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in body.items()]
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,141 @@
+"""Loaders for the built-in and file data kinds: digits, arrays (.npz), images, table (.csv)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from calipers._checks import _look_up_option
+from calipers.data.dataset import Dataset, make_dataset
+from calipers.exceptions import DataError
+
+__all__ = ["KINDS", "load_arrays", "load_dataset", "load_digits", "load_images", "load_table"]
+
+KINDS = ("digits", "arrays", "images", "table")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 1,797 real 8×8 handwritten digits as images ``(N, 1, 8, 8)`` in [0, 1]."""
+    from sklearn.datasets import load_digits as _sk_digits
+
+    bunch = _sk_digits()
+    X = (bunch.images[:, None, :, :] / 16.0).astype(np.float32)
+    return make_dataset(X, bunch.target, task="classification", name="digits (scikit-learn)")
+
+
+def _existing(path: str | os.PathLike[str], what: str, key: str = "data.path") -> Path:
+    if path is None:
+        raise DataError(f"{what} needs a path; set {key} in the config.")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p} does not exist (check {key}).")
+    return p
+
+
+def load_arrays(path: str | os.PathLike[str], *, task: str = "classification") -> Dataset:
+    """An ``.npz`` file with arrays ``X`` (n_samples, ...) and ``y`` (n_samples,) [, ``groups``]."""
+    p = _existing(path, "arrays file")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            missing = [k for k in ("X", "y") if k not in npz.files]
+            if missing:
+                raise DataError(f"{p} lacks array(s) {missing}; it holds {npz.files}. "
+                                "Save it with np.savez(path, X=X, y=y).")
+            X, y = npz["X"], npz["y"]
+            groups = npz["groups"] if "groups" in npz.files else None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"cannot read {p} as an .npz file: {exc}") from exc
+    return make_dataset(X, y, task=task, name=p.name, groups=groups)
+
+
+def load_images(path: str | os.PathLike[str]) -> Dataset:
+    """A folder with one subfolder per class of PNG/JPEG images, all the same size.
+
+    Grayscale images give ``(N, 1, H, W)``, colour ``(N, 3, H, W)``, scaled to [0, 1].
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = _existing(path, "image folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if len(class_dirs) < 2:
+        raise DataError(f"{root} must hold one subfolder per class (at least 2); "
+                        f"found {len(class_dirs)}.")
+    arrays, labels = [], []
+    for d in class_dirs:
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"class folder {d} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+                    a = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"cannot read image {f}: {exc}") from exc
+            arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+            labels.append(d.name)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images in {root} differ in shape/channels: {sorted(shapes)}; resize "
+                        "them to one size first.")
+    return make_dataset(np.stack(arrays), np.array(labels), task="classification", name=root.name)
+
+
+def load_table(
+    path: str | os.PathLike[str], *, target: str | None, task: str = "classification",
+    group: str | None = None,
+) -> Dataset:
+    """A CSV with a header row; ``target`` names the target column, other columns are features."""
+    p = _existing(path, "table")
+    with p.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 3:
+        raise DataError(f"{p} needs a header row and at least 2 data rows; "
+                        f"it has {len(rows)} rows.")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if target is None:
+        raise DataError(f"set data.target to the target column of {p}; columns: {header}.")
+    target = _look_up_option(target, header, what="target column")
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    if bad:
+        raise DataError(f"{p}: row(s) {bad[:5]} have a different number of fields than the header "
+                        f"({len(header)}).")
+    cols = {h: [r[i].strip() for r in body] for i, h in enumerate(header)}
+    groups = np.array(cols.pop(group)) if group else None
+    y_text = cols.pop(target)
+    X = np.empty((len(body), len(cols)), dtype=np.float64)
+    for j, (name, values) in enumerate(cols.items()):
+        try:
+            X[:, j] = [float(v) if v != "" else np.nan for v in values]
+        except ValueError:
+            raise DataError(f"{p}: feature column {name!r} is not numeric (e.g. {values[0]!r}); "
+                            "encode it as numbers or drop it.") from None
+    try:
+        y = np.array([float(v) for v in y_text])
+    except ValueError:
+        if task == "regression":
+            raise DataError(f"{p}: target {target!r} is not numeric; regression needs numbers."
+                            ) from None
+        y = np.array(y_text)
+    return make_dataset(X, y, task=task, name=p.name, groups=groups)
+
+
+def load_dataset(
+    kind: str, *, path: str | os.PathLike[str] | None = None, task: str = "classification",
+    target: str | None = None, group: str | None = None,
+) -> Dataset:
+    """Load a data set by kind: ``digits | arrays | images | table`` (see each loader)."""
+    kind = _look_up_option(kind, KINDS, what="data kind")
+    if kind == "digits":
+        return load_digits()
+    if kind == "arrays":
+        return load_arrays(path, task=task)
+    if kind == "images":
+        return load_images(path)
+    return load_table(path, target=target, task=task, group=group)

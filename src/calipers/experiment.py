@@ -1,0 +1,104 @@
+"""Run a whole experiment from a configuration: data, folds, CV, summary, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from calipers.config import ExperimentConfig, parse_config
+from calipers.cv import CVProgress, CVResult, NetworkSpec, cross_validate
+from calipers.data import load_dataset
+from calipers.env import fingerprint
+from calipers.exceptions import ConfigError
+from calipers.folds import make_folds
+from calipers.runs import atomic_write_json, atomic_write_text, read_json
+from calipers.summary import RunSummary, summarize, write_summary
+from calipers.train import TrainOptions
+
+__all__ = ["ExperimentResult", "demo_config", "run_experiment"]
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """What :func:`run_experiment` produced: the run folder, CV results, their summary."""
+
+    run_dir: Path
+    cv: CVResult
+    summary: RunSummary
+    report: Path | None
+
+
+def demo_config(*, quick: bool = False) -> ExperimentConfig:
+    """The embedded default: scikit-learn digits, CNN A (16 channels, dropout 0.1) against
+    CNN B (32 channels, dropout 0.3), 10-fold CV, 30 MC dropout passes.
+
+    ``quick`` shrinks it to 3 folds, 3 epochs and 10 passes (a smoke test in seconds).
+    """
+    raw = {
+        "data": {"kind": "digits", "task": "classification"},
+        "cv": {"folds": 3 if quick else 10, "repeats": 1, "seed": 0, "stratify": True},
+        "train": {"epochs": 3 if quick else 15, "batch_size": 64, "lr": 2e-3},
+        "mc": {"samples": 10 if quick else 30},
+        "networks": {
+            "A": {"model": "calipers.models:CNN", "args": {"channels": 16, "dropout": 0.1}},
+            "B": {"model": "calipers.models:CNN", "args": {"channels": 32, "dropout": 0.3}},
+        },
+    }
+    return parse_config(raw)
+
+
+def _check_resume(run_dir: Path, config_text: str, folds_hash: str) -> None:
+    old_cfg = run_dir / "config.toml"
+    if old_cfg.is_file() and old_cfg.read_text(encoding="utf-8") != config_text:
+        raise ConfigError(
+            f"{run_dir} holds a run of a different configuration (its config.toml differs); "
+            "resume only reruns the same experiment. Choose another --out or delete the folder."
+        )
+    old_folds = run_dir / "folds.json"
+    if old_folds.is_file() and read_json(old_folds).get("hash") != folds_hash:
+        raise ConfigError(f"{run_dir}/folds.json holds different folds (hash "
+                          f"{read_json(old_folds).get('hash')}, now {folds_hash}); choose "
+                          "another --out or delete the folder.")
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    progress: CVProgress | None = None,
+    report: bool = True,
+) -> ExperimentResult:
+    """Cross-validate every network of ``config`` on the same folds and write the run folder.
+
+    Resumable: rerunning with the same configuration and folder finishes missing folds only.
+    Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results, ``metrics.csv``,
+    ``summary.json`` and (``report=True``) ``report.html`` — every file atomically.
+    """
+    run_dir = Path(run_dir)
+    d = config.data
+    data = load_dataset(d.kind, path=d.path, task=d.task, target=d.target, group=d.group)
+    folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
+                       seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups)
+    config_text = config.to_toml()
+    _check_resume(run_dir, config_text, folds.hash)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.toml", config_text)
+    atomic_write_json(run_dir / "folds.json", folds.to_dict())
+    if not (run_dir / "env.json").is_file():  # the first session's environment is kept
+        atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
+    t = config.train
+    options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                           weight_decay=t.weight_decay, device=t.device, amp=t.amp)
+    networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
+    cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
+                        tau=config.mc.tau, seed=config.cv.seed, run_dir=run_dir,
+                        progress=progress)
+    c = config.compare
+    summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, seed=config.cv.seed)
+    write_summary(run_dir, cv, summary)
+    report_path = None
+    if report:
+        from calipers.report import write_report
+
+        report_path = write_report(run_dir)
+    return ExperimentResult(run_dir, cv, summary, report_path)

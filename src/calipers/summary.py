@@ -1,0 +1,181 @@
+"""Summaries of cross-validation results: ``metrics.csv``, ``summary.json``, comparing runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calipers._checks import _look_up_option
+from calipers.compare import Comparison, compare, describe_scores
+from calipers.cv import CVResult, _load_fold
+from calipers.exceptions import FoldMismatchError
+from calipers.folds import Folds
+from calipers.metrics import METRICS
+from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
+
+__all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
+
+_DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse"}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Per-network summaries of every metric and the paired comparison of the primary one."""
+
+    task: str
+    metric: str
+    n_splits: int
+    n_repeats: int
+    networks: dict[str, dict[str, dict[str, Any]]] = field(repr=False)
+    comparison: Comparison | None = field(repr=False)
+    pair: tuple[str, str] | None = None
+
+    @property
+    def sentence(self) -> str:
+        if self.comparison is None:
+            return "Only one network: nothing to compare."
+        return self._pair_dict()["sentence"]
+
+    def _pair_dict(self) -> dict[str, Any]:
+        pairs = [p.to_dict() for p in self.comparison.pairs]
+        if self.pair is not None:
+            for p in pairs:
+                if (p["a"], p["b"]) == self.pair:
+                    return p
+        return pairs[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "task": self.task, "metric": self.metric,
+            "higher_is_better": METRICS[self.metric].higher_is_better,
+            "n_folds": self.n_splits // max(self.n_repeats, 1), "n_repeats": self.n_repeats,
+            "n_splits": self.n_splits, "networks": self.networks,
+        }
+        if self.comparison is not None:
+            cmp = self.comparison.to_dict()
+            out.update(comparison=self._pair_dict(), pairs=cmp["pairs"], best=cmp["best"],
+                       sentence=cmp["sentence"])
+        return out
+
+
+def summarize(
+    cv: CVResult,
+    *,
+    metric: str | None = None,
+    alpha: float = 0.05,
+    a: str | None = None,
+    b: str | None = None,
+    seed: int = 0,
+) -> RunSummary:
+    """Summarise every metric per network; compare networks pairwise on ``metric``.
+
+    ``a``/``b`` pick the pair reported as the run's ``comparison`` (default: the first two).
+    """
+    metric = metric or _DEFAULT_METRIC[cv.task]
+    info = METRICS[_look_up_option(metric, [m for m, i in METRICS.items() if i.task == cv.task],
+                                   what=f"{cv.task} metric")]
+    names = list(cv.networks)
+    for key, name in (("a", a), ("b", b)):
+        if name is not None:
+            _look_up_option(name, names, what=f"network (--{key})")
+    if a is not None and b is not None:  # put the requested pair first, in order a, b
+        names = [a, b] + [n for n in names if n not in (a, b)]
+    metric_names = list(cv.results[names[0]][0].metrics)
+    networks = {n: {m: describe_scores(cv.scores(m)[n]).to_dict() for m in metric_names}
+                for n in names}
+    comparison = None
+    if len(names) >= 2:
+        scores = {n: cv.scores(metric)[n] for n in names}
+        correct = uncertainty = None
+        if cv.task == "classification":
+            correct = {n: cv.pooled(n, "proba").argmax(axis=1) == cv.pooled(n, "y_true")
+                       for n in names}
+            uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n])),
+                               "ece": float(np.mean(cv.scores("ece")[n]))} for n in names}
+        comparison = compare(scores, metric=metric, higher_is_better=info.higher_is_better,
+                             test_train_ratio=cv.folds.test_train_ratio, correct=correct,
+                             uncertainty=uncertainty, alpha=alpha, seed=seed)
+    pair = (a, b) if a is not None and b is not None else None
+    return RunSummary(cv.task, metric, len(cv.folds), cv.folds.n_repeats, networks, comparison,
+                      pair)
+
+
+def _metrics_csv(cv: CVResult) -> str:
+    buf = io.StringIO()
+    names = list(cv.networks)
+    cols = list(cv.results[names[0]][0].metrics)
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["network", "fold", "repeat", *cols])
+    for n in names:
+        for r in cv.results[n]:
+            w.writerow([n, r.split, cv.folds.repeat[r.split],
+                        *(repr(float(r.metrics[c])) for c in cols)])
+    return buf.getvalue()
+
+
+def write_summary(run_dir: str | Path, cv: CVResult, summary: RunSummary) -> None:
+    """Write ``metrics.csv`` and ``summary.json`` into ``run_dir`` (atomically)."""
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "metrics.csv", _metrics_csv(cv))
+    atomic_write_json(run_dir / "summary.json", summary.to_dict())
+
+
+def load_cv_result(run_dir: str | Path) -> CVResult:
+    """Read a finished run directory back into a :class:`CVResult`."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "folds.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a calipers run directory (no folds.json); "
+                                "run `calipers cv CONFIG.toml --out DIR` first.")
+    folds = Folds.from_dict(read_json(run_dir / "folds.json"))
+    cfg = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    task = cfg.get("data", {}).get("task", "classification")
+    results = {}
+    for name in cfg.get("networks", {}):
+        missing = [j for j in range(len(folds)) if not fold_done(run_dir, name, j)]
+        if missing:
+            raise FileNotFoundError(
+                f"{run_dir}: network {name!r} has unfinished folds {missing}; rerun "
+                f"`calipers cv {run_dir / 'config.toml'} --out {run_dir}` to finish them."
+            )
+        results[name] = tuple(_load_fold(run_dir, name, j) for j in range(len(folds)))
+    return CVResult(folds, task, results)
+
+
+def compare_runs(
+    run_dirs: Sequence[str | Path],
+    *,
+    metric: str | None = None,
+    a: str | None = None,
+    b: str | None = None,
+    alpha: float = 0.05,
+) -> RunSummary:
+    """Compare the networks of one or more finished runs made on identical folds.
+
+    Networks of several runs are pooled (a name taken twice gets ``<run>/`` in front). Runs on
+    different folds cannot be compared pairwise and raise :class:`FoldMismatchError`.
+    """
+    if not run_dirs:
+        raise ValueError("give at least one run directory.")
+    loaded = [(Path(d), load_cv_result(d)) for d in run_dirs]
+    first_dir, first = loaded[0]
+    results: dict[str, Any] = {}
+    for d, cv in loaded:
+        if cv.folds.hash != first.folds.hash:
+            raise FoldMismatchError(
+                f"runs were made on different folds and cannot be compared pairwise:\n"
+                f"  {first_dir}: folds hash {first.folds.hash}\n  {d}: folds hash {cv.folds.hash}\n"
+                "Rerun one of them with the same data, [cv] settings and seed."
+            )
+        if cv.task != first.task:
+            raise ValueError(f"{d} is a {cv.task} run but {first_dir} is {first.task}.")
+        for name, res in cv.results.items():
+            results[f"{d.name}/{name}" if name in results else name] = res
+    merged = CVResult(first.folds, first.task, results)
+    return summarize(merged, metric=metric, alpha=alpha, a=a, b=b)
