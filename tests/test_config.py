@@ -56,6 +56,7 @@ def test_round_trip_through_toml():
     ({"mc": {"samples": -1}}, r"mc.samples: Input should be greater than or equal to 0"),
     ({"networks": {"A": {"modle": "x:y"}}}, r"networks.A.modle: unknown key; did you mean 'model'\?"),
     ({"trian": {}}, r"trian: unknown key; did you mean 'train'\?"),
+    ({"networks": {"a/b": {"model": "x:y"}}}, r"networks: .*folder names.*got \['a/b'\]"),
 ])
 def test_bad_keys_name_the_key_path(raw, match):
     raw = {"networks": NET, **raw}

@@ -13,6 +13,7 @@ Keys follow design §3::
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from calipers.exceptions import ConfigError
 
 __all__ = ["ExperimentConfig", "load_config", "parse_config"]
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class _Section(BaseModel):
@@ -86,6 +89,15 @@ class ExperimentConfig(_Section):
     mc: MCConfig = Field(default_factory=MCConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     networks: dict[str, NetworkConfig] = Field(min_length=1)
+
+    @field_validator("networks")
+    @classmethod
+    def _names(cls, v: dict[str, NetworkConfig]) -> dict[str, NetworkConfig]:
+        bad = [n for n in v if not _NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"network names become folder names: use letters, digits, '_', '-' "
+                             f"or '.' only, got {bad}")
+        return v
 
     def to_toml(self) -> str:
         """The resolved configuration as TOML text (written to ``RUN/config.toml``)."""
@@ -181,7 +193,8 @@ def _dump_toml(d: dict[str, Any]) -> str:
     for section, body in d.items():
         if section == "networks":
             for name, net in body.items():
-                out.append(f"[networks.{name}]")
+                key = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
+                out.append(f"[networks.{key}]")
                 out += [f"{k} = {_toml_value(v)}" for k, v in net.items()]
                 out.append("")
             continue

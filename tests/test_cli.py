@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from calipers.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    res = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_demo_quick_writes_the_run_folder(demo_run):
+    out, output = demo_run
+    for name in ("config.toml", "env.json", "folds.json", "metrics.csv", "summary.json",
+                 "report.html", "A/fold-00/model.pt", "B/fold-02/predictions.npz"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["networks"]) == {"A", "B"}
+    keys = {"a", "b", "metric", "diff_mean", "diff_ci", "p_corrected_t", "p_mcnemar",
+            "p_b_better", "p_b_better_ci", "verdict", "chosen"}
+    assert keys <= set(summary["comparison"])
+    acc = summary["networks"]["A"]["accuracy"]
+    assert len(acc["folds"]) == 3 and acc["mean"] == pytest.approx(np.mean(acc["folds"]))
+    assert acc["mean"] > 0.8  # real digits, a real CNN
+    assert "Verdict:" in output
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "A" in html
+
+
+def test_compare_json_matches_summary(demo_run):
+    out, _ = demo_run
+    res = runner.invoke(app, ["compare", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    ref = json.loads((out / "summary.json").read_text())
+    assert got["comparison"]["p_corrected_t"] == pytest.approx(ref["comparison"]["p_corrected_t"])
+    res = runner.invoke(app, ["compare", str(out), "--a", "B", "--b", "A", "--metric", "nll",
+                              "--json"])
+    got = json.loads(res.output)
+    assert (got["comparison"]["a"], got["comparison"]["b"], got["metric"]) == ("B", "A", "nll")
+    nll = ref["networks"]
+    assert got["comparison"]["diff_mean"] == pytest.approx(
+        nll["A"]["nll"]["mean"] - nll["B"]["nll"]["mean"])
+
+
+def test_compare_unknown_metric_suggests(demo_run):
+    out, _ = demo_run
+    res = runner.invoke(app, ["compare", str(out), "--metric", "acuracy"])
+    assert res.exit_code == 2 and "did you mean 'accuracy'" in res.output
+
+
+def test_cv_bad_config_exit_2_names_key(tmp_path):
+    (tmp_path / "e.toml").write_text('[cv]\nfold = 3\n[networks.A]\nmodel = "calipers.models:CNN"\n')
+    res = runner.invoke(app, ["cv", str(tmp_path / "e.toml")])
+    assert res.exit_code == 2
+    assert "cv.fold: unknown key; did you mean 'folds'?" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cv_missing_data_file(tmp_path):
+    (tmp_path / "e.toml").write_text('[data]\nkind = "arrays"\npath = "x.npz"\n'
+                                     '[networks.A]\nmodel = "calipers.models:MLP"\n')
+    res = runner.invoke(app, ["cv", str(tmp_path / "e.toml"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "x.npz does not exist" in res.output
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_cv_resume_refuses_other_config(tmp_path, blobs):
+    X, y = blobs
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    body = ('[data]\nkind = "arrays"\npath = "d.npz"\n[cv]\nfolds = 2\n[train]\nepochs = 1\n'
+            '[mc]\nsamples = 2\n[networks.A]\nmodel = "calipers.models:MLP"\n')
+    (tmp_path / "e.toml").write_text(body)
+    out = str(tmp_path / "o")
+    assert runner.invoke(app, ["cv", str(tmp_path / "e.toml"), "--out", out, "--no-report"]
+                         ).exit_code == 0
+    (tmp_path / "e.toml").write_text(body.replace("epochs = 1", "epochs = 2"))
+    res = runner.invoke(app, ["cv", str(tmp_path / "e.toml"), "--out", out])
+    assert res.exit_code == 2 and "holds a run of a different configuration" in res.output
+
+
+def test_env_json_has_versions():
+    import torch
+
+    res = runner.invoke(app, ["env", "--json"])
+    env = json.loads(res.output)
+    assert env["packages"]["torch"] == torch.__version__
+    assert env["cuda_available"] == torch.cuda.is_available()
