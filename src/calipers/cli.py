@@ -22,7 +22,7 @@ app = typer.Typer(
          "permutation inference.",
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
