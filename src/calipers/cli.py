@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from calipers._cli_repro import env, repro
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -82,6 +84,16 @@ def _render_summary(summary) -> None:
             console.print(f"[bold]Overall:[/] {d['sentence']}", highlight=False)
 
 
+_DET_HELP = "Deterministic kernels and seeds (same as [train] deterministic = true)."
+
+
+def _with_determinism(config, on: bool):
+    if not on:
+        return config
+    return config.model_copy(
+        update={"train": config.train.model_copy(update={"deterministic": True})})
+
+
 def _run(config, out: Path, report: bool = True):
     from calipers.experiment import run_experiment
 
@@ -99,6 +111,7 @@ def _run(config, out: Path, report: bool = True):
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option("--quick", help="3 folds, 3 epochs: seconds.")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help=_DET_HELP)] = False,
 ) -> None:
     """Two CNNs on scikit-learn's digits: 10-fold CV, MC dropout, comparison, verdict, report.
 
@@ -107,7 +120,7 @@ def demo(
     from calipers.experiment import demo_config
 
     with _user_errors():
-        _run(demo_config(quick=quick), out)
+        _run(_with_determinism(demo_config(quick=quick), deterministic), out)
 
 
 @app.command("cv")
@@ -116,6 +129,7 @@ def cv_command(
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<name>).")]
     = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help=_DET_HELP)] = False,
 ) -> None:
     """Cross-validate the networks of CONFIG on identical folds; resumable.
 
@@ -124,7 +138,7 @@ def cv_command(
     from calipers.config import load_config
 
     with _user_errors():
-        cfg = load_config(config)
+        cfg = _with_determinism(load_config(config), deterministic)
         _run(cfg, out or Path("runs") / config.stem, report=not no_report)
 
 
@@ -152,24 +166,8 @@ def compare_command(
         _render_summary(summary)
 
 
-@app.command("env")
-def env_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Show the environment fingerprint saved as env.json in every run.
-
-    Example: calipers env --json
-    """
-    from calipers.env import fingerprint
-
-    env = fingerprint()
-    if as_json:
-        sys.stdout.write(json.dumps(env.to_dict(), indent=2) + "\n")
-        return
-    table = Table(title="calipers environment", show_header=False)
-    for k, v in env.lines():
-        table.add_row(k, v)
-    console.print(table)
+app.command("env")(env)
+app.command("repro")(repro)
 
 
 def _register_permute() -> None:

@@ -2,9 +2,9 @@
 
 Keys follow design §3::
 
-    [data]     kind, path, task, target, group
+    [data]     kind (digits|arrays|images|table|nifti|png), path, task, target, group
     [cv]       folds, repeats, seed, stratify
-    [train]    epochs, batch_size, lr, weight_decay, device, amp
+    [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic
     [mc]       samples, tau
     [compare]  metric, alpha, a, b
     [networks.NAME]  model, args
@@ -32,9 +32,9 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    kind: Literal["digits", "arrays", "images", "table"] = "digits"
+    kind: Literal["digits", "arrays", "images", "table", "nifti", "png"] = "digits"
     path: str | None = None
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "segmentation"] = "classification"
     target: str | None = None
     group: str | None = None
 
@@ -42,7 +42,7 @@ class DataConfig(_Section):
 class CVConfig(_Section):
     folds: int = Field(10, ge=2)
     repeats: int = Field(1, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     stratify: bool = True
 
 
@@ -53,6 +53,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     device: str = "auto"
     amp: bool = True
+    deterministic: bool = False
 
     @field_validator("device")
     @classmethod
@@ -147,6 +148,13 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     if cfg.data.kind != "digits" and cfg.data.path is None:
         raise ConfigError(f"data.path: required for data.kind = {cfg.data.kind!r}.")
+    seg_kinds = ("nifti", "png")
+    if (cfg.data.task == "segmentation") != (cfg.data.kind in seg_kinds):
+        raise ConfigError(
+            f"data.task = {cfg.data.task!r} does not fit data.kind = {cfg.data.kind!r}: "
+            "segmentation uses kind 'nifti' or 'png' (folders images/ and labels/), and those "
+            "kinds are only for task = 'segmentation'."
+        )
     if cfg.data.kind == "table" and cfg.data.target is None:
         raise ConfigError("data.target: required for data.kind = 'table' (the target column).")
     if cfg.data.path is not None and base_dir is not None:

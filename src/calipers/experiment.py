@@ -8,6 +8,7 @@ from pathlib import Path
 from calipers.config import ExperimentConfig, parse_config
 from calipers.cv import CVProgress, CVResult, NetworkSpec, cross_validate
 from calipers.data import load_dataset
+from calipers.determinism import deterministic
 from calipers.env import fingerprint
 from calipers.exceptions import ConfigError
 from calipers.folds import make_folds
@@ -75,6 +76,10 @@ def run_experiment(
     ``summary.json`` and (``report=True``) ``report.html`` — every file atomically.
     """
     run_dir = Path(run_dir)
+    if config.data.task == "segmentation":
+        from calipers.segmentation.experiment import run_segmentation_experiment
+
+        return run_segmentation_experiment(config, run_dir, progress=progress, report=report)
     d = config.data
     data = load_dataset(d.kind, path=d.path, task=d.task, target=d.target, group=d.group)
     folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
@@ -84,15 +89,16 @@ def run_experiment(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
-    if not (run_dir / "env.json").is_file():  # the first session's environment is kept
-        atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
-    cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
-                        tau=config.mc.tau, seed=config.cv.seed, run_dir=run_dir,
-                        progress=progress)
+    with deterministic(config.cv.seed, enabled=t.deterministic):
+        if not (run_dir / "env.json").is_file():  # the first session's environment is kept
+            atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
+        cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
+                            tau=config.mc.tau, seed=config.cv.seed, run_dir=run_dir,
+                            progress=progress)
     c = config.compare
     summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, seed=config.cv.seed)
     write_summary(run_dir, cv, summary)
