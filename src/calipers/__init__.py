@@ -3,41 +3,53 @@
 Cross-validate PyTorch networks on identical folds, estimate their uncertainty with Monte Carlo
 dropout, compare them with corrected paired tests and a verdict, and run randomise-compatible
 permutation inference on CPU or GPU.
+
+The public names below are imported on first use (PEP 562), so ``import calipers`` and the
+command line start fast; ``from calipers import cross_validate`` works as usual.
 """
 
-from calipers.compare import compare, corrected_ttest, describe_scores, mcnemar_test, prob_b_better
-from calipers.cv import CVResult, NetworkSpec, cross_validate
-from calipers.data import Dataset, load_dataset, make_dataset
-from calipers.env import fingerprint
-from calipers.experiment import demo_config, run_experiment
-from calipers.folds import Folds, check_cv, make_folds
-from calipers.permutation import permutation_test
-from calipers.train import TrainOptions, fit
-from calipers.uncertainty import mc_dropout_mode, mc_predict
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CVResult",
-    "Dataset",
-    "Folds",
-    "NetworkSpec",
-    "TrainOptions",
-    "check_cv",
-    "compare",
-    "corrected_ttest",
-    "cross_validate",
-    "demo_config",
-    "describe_scores",
-    "fingerprint",
-    "fit",
-    "load_dataset",
-    "make_dataset",
-    "make_folds",
-    "mc_dropout_mode",
-    "mc_predict",
-    "mcnemar_test",
-    "permutation_test",
-    "prob_b_better",
-    "run_experiment",
-]
+_PUBLIC = {
+    "CVResult": "calipers.cv",
+    "NetworkSpec": "calipers.cv",
+    "cross_validate": "calipers.cv",
+    "Dataset": "calipers.data",
+    "load_dataset": "calipers.data",
+    "make_dataset": "calipers.data",
+    "Folds": "calipers.folds",
+    "check_cv": "calipers.folds",
+    "make_folds": "calipers.folds",
+    "compare": "calipers.compare",
+    "corrected_ttest": "calipers.compare",
+    "describe_scores": "calipers.compare",
+    "mcnemar_test": "calipers.compare",
+    "prob_b_better": "calipers.compare",
+    "fingerprint": "calipers.env",
+    "demo_config": "calipers.experiment",
+    "run_experiment": "calipers.experiment",
+    "permutation_test": "calipers.permutation",
+    "TrainOptions": "calipers.train",
+    "fit": "calipers.train",
+    "mc_dropout_mode": "calipers.uncertainty",
+    "mc_predict": "calipers.uncertainty",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'calipers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
