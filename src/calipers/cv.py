@@ -91,7 +91,8 @@ def _predict(model: torch.nn.Module, X: np.ndarray, task: str, spec: FoldSpec,
              device: str) -> dict[str, np.ndarray]:
     if spec.n_mc > 0:
         res = mc_predict(model, X, n_mc=spec.n_mc, task=task, device=device,
-                         seed=child_seed(spec.seed, "mc", spec.network, spec.split), tau=spec.tau)
+                         seed=child_seed(spec.seed, "mc", spec.network, spec.split),
+                         tau=spec.tau if task == "regression" else None)
         if task == "classification":
             return {"proba": res.proba, "entropy": res.entropy,
                     "expected_entropy": res.expected_entropy, "mutual_info": res.mutual_info}
