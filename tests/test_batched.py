@@ -1,0 +1,161 @@
+"""Batched (stacked) training and MC dropout equal a plain one-model-at-a-time PyTorch loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from scipy.special import logsumexp
+from torch import nn
+
+from calipers._seeds import child_seed
+from calipers.batched import MCTask, Member, MLPArch, fit_members, init_weights, mc_members
+from calipers.train import TrainOptions
+from calipers.uncertainty import regression_log_likelihood
+
+ARCH = MLPArch(3, (6,), 1, input_dropout=True)
+OPTS = TrainOptions(epochs=4, batch_size=8, lr=1e-2, device="cpu")
+
+
+def _members(rng, sizes=(21, 21, 17)):
+    ps, wds = (0.1, 0.3, 0.05), (0.0, 1e-2, 3e-3)
+    out = []
+    for k, n in enumerate(sizes):
+        X = rng.normal(size=(n, 3)).astype(np.float32)
+        y = (X @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=n)).astype(np.float32)
+        out.append(Member(X, y, dropout=ps[k], weight_decay=wds[k], seed=10 + k))
+    return out
+
+
+def _reference_fit(m: Member, arch: MLPArch, opts: TrainOptions):
+    """Independent reference: nn.Linear layers, torch.optim.Adam with per-group weight decay,
+    and the randomness contract of NOTE [Member randomness] written out by hand."""
+    init = init_weights(arch, m.seed)
+    layers = [nn.Linear(w.shape[0], w.shape[1]) for w, _ in init]
+    with torch.no_grad():
+        for lin, (w, b) in zip(layers, init, strict=True):
+            lin.weight.copy_(torch.as_tensor(w).T)
+            lin.bias.copy_(torch.as_tensor(b))
+    optim = torch.optim.Adam([
+        {"params": [lin.weight for lin in layers], "weight_decay": m.weight_decay},
+        {"params": [lin.bias for lin in layers], "weight_decay": 0.0}], lr=opts.lr)
+    X = torch.as_tensor(m.X, dtype=torch.float32)
+    y = torch.as_tensor(m.y, dtype=torch.float32).reshape(len(X), -1)
+    n, U = len(X), arch.n_units
+    gen = torch.Generator().manual_seed(child_seed(m.seed, "train"))
+    block = max(1, (1 << 18) // (n * (1 + U)))
+    for epoch in range(opts.epochs):
+        if epoch % block == 0:
+            u_all = torch.rand(min(block, opts.epochs - epoch), n, 1 + U, generator=gen)
+        u = u_all[epoch % block]
+        order = torch.argsort(u[:, 0], stable=True)
+        for s in range(0, n, opts.batch_size):
+            idx = order[s:s + opts.batch_size]
+            masks = u[s:s + len(idx), 1:]
+            h, off = X[idx], 0
+            for k, lin in enumerate(layers):
+                w = h.shape[1]
+                h = h * (masks[:, off:off + w] >= m.dropout) / (1 - m.dropout)
+                off += w
+                h = lin(h)
+                h = torch.relu(h) if k < len(layers) - 1 else h
+            loss = ((h - y[idx]) ** 2).mean()
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    return [(lin.weight.detach().T.numpy(), lin.bias.detach().numpy()) for lin in layers]
+
+
+def test_batched_equals_sequential_reference(rng):
+    members = _members(rng)
+    batched = fit_members(members, ARCH, options=OPTS, batched=True)
+    sequential = fit_members(members, ARCH, options=OPTS, batched=False)
+    assert [f.group_size for f in batched] == [2, 2, 1]  # grouped by training size
+    assert [f.group_size for f in sequential] == [1, 1, 1]
+    for m, fb, fs in zip(members, batched, sequential, strict=True):
+        ref = _reference_fit(m, ARCH, OPTS)
+        for (wb, bb), (ws, bs), (wr, br) in zip(fb.weights, fs.weights, ref, strict=True):
+            assert_allclose(wb, wr, atol=1e-5)
+            assert_allclose(bb, br, atol=1e-5)
+            assert_allclose(ws, wr, atol=1e-5)
+            assert_allclose(bs, br, atol=1e-5)
+        assert not np.allclose(fb.weights[0][0], init_weights(ARCH, m.seed)[0][0], atol=1e-3)
+    # predictions: deterministic and MC, batched vs one by one
+    Xt = rng.normal(size=(5, 3)).astype(np.float32)
+    yt = rng.normal(size=5)
+    tasks = [MCTask(f, Xt, yt, tau=2.0, y_mean=1.0, y_std=3.0, seed=k)
+             for k, f in enumerate(batched)]
+    mb = mc_members(tasks, ARCH, n_mc=50, device="cpu")
+    ms = mc_members(tasks, ARCH, n_mc=50, device="cpu", batched=False)
+    for a, b in zip(mb, ms, strict=True):
+        assert_allclose(a.mean, b.mean, atol=1e-5)
+        assert_allclose(a.ll, b.ll, atol=1e-5)
+        assert a.rmse == pytest.approx(b.rmse, abs=1e-5)
+
+
+def test_group_memory_bound_gives_same_weights(rng):
+    members = _members(rng, sizes=(12, 12, 12))
+    one = fit_members(members, ARCH, options=OPTS)
+    split = fit_members(members, ARCH, options=OPTS, max_group_bytes=1)  # one member per group
+    assert [f.group_size for f in one] == [3, 3, 3]
+    assert [f.group_size for f in split] == [1, 1, 1]
+    for a, b in zip(one, split, strict=True):
+        assert_allclose(a.weights[0][0], b.weights[0][0], atol=1e-5)
+
+
+def _reference_mc(fit, X, arch, n_mc, seed):
+    """One pass at a time with the member's MC generator (chunk layout of NOTE [Member
+    randomness]); returns (T, n) standardised predictions."""
+    n, U = len(X), arch.n_units
+    k = max(1, (1 << 18) // (n * U))
+    gen = torch.Generator().manual_seed(child_seed(seed, "mc"))
+    u = torch.cat([torch.rand(min(k, n_mc - d), n, U, generator=gen) for d in range(0, n_mc, k)])
+    outs = []
+    for t in range(n_mc):
+        h, off = torch.as_tensor(X), 0
+        for j, (w, b) in enumerate(fit.weights):
+            width = h.shape[1]
+            h = h * (u[t, :, off:off + width] >= fit.dropout) / (1 - fit.dropout)
+            off += width
+            h = h @ torch.as_tensor(w) + torch.as_tensor(b)
+            h = torch.relu(h) if j < len(fit.weights) - 1 else h
+        outs.append(h[:, 0].double().numpy())
+    return np.stack(outs)
+
+
+def test_mc_log_likelihood_matches_hand_computation(rng):
+    fit = fit_members(_members(rng)[:1], ARCH, options=OPTS)[0]
+    X = rng.normal(size=(4, 3)).astype(np.float32)
+    y = np.array([0.5, -1.0, 2.0, 0.0])
+    tau, mu, sd, T = 0.7, 2.0, 1.5, 40
+    res = mc_members([MCTask(fit, X, y, tau=tau, y_mean=mu, y_std=sd, seed=3)], ARCH,
+                     n_mc=T, device="cpu")[0]
+    yhat = _reference_mc(fit, X, ARCH, T, 3) * sd + mu          # (T, n), original units
+    hand = (logsumexp(-0.5 * tau * (y - yhat) ** 2, axis=0) - math.log(T)
+            - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau))
+    assert_allclose(res.ll, hand, atol=1e-5)
+    assert_allclose(res.ll, regression_log_likelihood(yhat, y, tau), atol=1e-5)
+    assert_allclose(res.mean[:, 0], yhat.mean(0), atol=1e-5)
+    assert_allclose(res.var[:, 0], yhat.var(0) + 1 / tau, atol=1e-5)
+    assert res.mc_rmse == pytest.approx(np.sqrt(np.mean((y - yhat.mean(0)) ** 2)), abs=1e-5)
+    assert res.log_likelihood == pytest.approx(hand.mean(), abs=1e-5)
+
+
+def test_errors(rng):
+    m = _members(rng)[0]
+    with pytest.raises(ValueError, match=r"members\[0\]: X must be \(n, 4\)"):
+        fit_members([m], MLPArch(4, (5,)))
+    with pytest.raises(ValueError, match=r"members\[0\].dropout must be in \[0, 1\); got 1.0"):
+        fit_members([Member(m.X, m.y, dropout=1.0)], ARCH)
+    with pytest.raises(ValueError, match="members is empty"):
+        fit_members([], ARCH)
+    with pytest.raises(ValueError, match="at least one hidden width"):
+        MLPArch(3, ())
+    fit = fit_members([m], ARCH, options=TrainOptions(epochs=1, device="cpu"))[0]
+    with pytest.raises(ValueError, match="n_mc must be an integer >= 1; got 0"):
+        mc_members([MCTask(fit, m.X)], ARCH, n_mc=0)
+    with pytest.raises(ValueError, match=r"tau and y_std must be positive and finite; got tau=0"):
+        mc_members([MCTask(fit, m.X, m.y, tau=0.0)], ARCH, n_mc=2)
