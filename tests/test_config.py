@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from calipers.config import load_config, parse_config
@@ -91,3 +92,26 @@ def test_missing_and_invalid_toml(tmp_path):
     (tmp_path / "bad.toml").write_text("[cv\nfolds=3")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_predefined_splits_drive_the_run(tmp_path, rng):
+    """[cv] splits = DIR replaces the splitter; the folds are read exactly."""
+    from calipers.experiment import run_experiment
+
+    X, y = rng.normal(size=(30, 3)), np.repeat([0, 1], 15)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    (tmp_path / "sp").mkdir()
+    tests = [np.arange(0, 10), np.arange(10, 20)]
+    for k, te in enumerate(tests):
+        np.savetxt(tmp_path / f"sp/index_test_{k}.txt", te, fmt="%d")
+        np.savetxt(tmp_path / f"sp/index_train_{k}.txt", np.setdiff1d(np.arange(30), te), fmt="%d")
+    (tmp_path / "e.toml").write_text(
+        '[data]\nkind = "arrays"\npath = "d.npz"\n[cv]\nsplits = "sp"\n[train]\nepochs = 1\n'
+        'device = "cpu"\n[mc]\nsamples = 2\n[networks.A]\nmodel = "calipers.models:MLP"\n'
+        '[networks.B]\nmodel = "calipers.models:MLP"\nargs = { dropout = 0.3 }\n')
+    cfg = load_config(tmp_path / "e.toml")
+    assert cfg.cv.splits == str(tmp_path / "sp")
+    res = run_experiment(cfg, tmp_path / "run", report=False)
+    assert len(res.cv.folds) == 2
+    for got, want in zip(res.cv.folds.test, tests, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -3,7 +3,7 @@
 Keys follow design §3::
 
     [data]     kind (digits|arrays|images|table|nifti|png), path, task, target, group
-    [cv]       folds, repeats, seed, stratify
+    [cv]       folds, repeats, seed, stratify, splits (predefined splits instead of a splitter)
     [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic
     [mc]       samples, tau
     [compare]  metric, alpha, a, b
@@ -44,6 +44,7 @@ class CVConfig(_Section):
     repeats: int = Field(1, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)
     stratify: bool = True
+    splits: str | None = None  # folder of index_train_<k>.txt / index_test_<k>.txt, or JSON
 
 
 class TrainConfig(_Section):
@@ -157,11 +158,13 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
         )
     if cfg.data.kind == "table" and cfg.data.target is None:
         raise ConfigError("data.target: required for data.kind = 'table' (the target column).")
-    if cfg.data.path is not None and base_dir is not None:
-        p = Path(cfg.data.path)
-        if not p.is_absolute():
-            data = cfg.data.model_copy(update={"path": str((Path(base_dir) / p).resolve())})
-            cfg = cfg.model_copy(update={"data": data})
+    if base_dir is not None:
+        for section, key in (("data", "path"), ("cv", "splits")):
+            value = getattr(getattr(cfg, section), key)
+            if value is not None and not Path(value).is_absolute():
+                sub = getattr(cfg, section).model_copy(
+                    update={key: str((Path(base_dir) / value).resolve())})
+                cfg = cfg.model_copy(update={section: sub})
     for key in ("a", "b"):
         name = getattr(cfg.compare, key)
         if name is not None and name not in cfg.networks:

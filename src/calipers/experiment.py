@@ -13,6 +13,7 @@ from calipers.env import fingerprint
 from calipers.exceptions import ConfigError
 from calipers.folds import make_folds
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
+from calipers.splits import read_splits
 from calipers.summary import RunSummary, summarize, write_summary
 from calipers.train import TrainOptions
 
@@ -82,8 +83,11 @@ def run_experiment(
         return run_segmentation_experiment(config, run_dir, progress=progress, report=report)
     d = config.data
     data = load_dataset(d.kind, path=d.path, task=d.task, target=d.target, group=d.group)
-    folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
-                       seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups)
+    if config.cv.splits is not None:
+        folds = read_splits(config.cv.splits, n_samples=data.n_samples)
+    else:
+        folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
+                           seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups)
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
     run_dir.mkdir(parents=True, exist_ok=True)
