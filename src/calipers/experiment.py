@@ -39,7 +39,7 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
     raw = {
         "data": {"kind": "digits", "task": "classification"},
         "cv": {"folds": 3 if quick else 10, "repeats": 1, "seed": 0, "stratify": True},
-        "train": {"epochs": 3 if quick else 15, "batch_size": 64, "lr": 2e-3},
+        "train": {"epochs": 3 if quick else 10, "batch_size": 64, "lr": 2e-3},
         "mc": {"samples": 10 if quick else 30},
         "networks": {
             "A": {"model": "calipers.models:CNN", "args": {"channels": 16, "dropout": 0.1}},

@@ -35,6 +35,7 @@ __all__ = [
     "ReliabilityCurve",
     "accuracy",
     "brier",
+    "dice_per_class",
     "ece",
     "gaussian_nll",
     "get_metric",
@@ -43,11 +44,12 @@ __all__ = [
     "rmse",
     "score_classification",
     "score_regression",
+    "uncertainty_auroc",
 ]
 
 _PROBA_CLIP = 1e-12  # smallest probability used inside log() in nll()
 _ROW_SUM_TOL = 1e-4  # |sum_k proba[i, k] - 1| allowed per row
-_TASKS = ("classification", "regression")
+_TASKS = ("classification", "regression", "segmentation")
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +113,10 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("gaussian_nll", "regression", False, "nats",
                    "mean Gaussian negative log-likelihood with predicted mean and variance",
                    False),
+        MetricInfo("mean_dice", "segmentation", True, "fraction (0-1)",
+                   "Dice per foreground class, averaged over classes and volumes", True),
+        MetricInfo("entropy_auroc", "segmentation", True, "fraction (0-1)",
+                   "AUROC of voxel predictive entropy for telling wrong voxels from right", True),
     )
 }  # fmt: skip
 
@@ -521,3 +527,52 @@ def score_regression(
     if var is not None:
         out["gaussian_nll"] = _gaussian_nll(y, m, _gaussian_var_iv(var, m.shape))
     return out
+
+
+def dice_per_class(y_true: ArrayLike, y_pred: ArrayLike, *, n_classes: int) -> np.ndarray:
+    """Dice ``2|T∩P| / (|T| + |P|)`` of each foreground class 1 .. n_classes-1 in one volume.
+
+    Parameters
+    ----------
+    y_true, y_pred : integer arrays of the same shape (*S)
+        Class index per voxel (0 = background).
+    n_classes : int >= 2
+
+    Returns
+    -------
+    ndarray of shape (n_classes - 1,)
+        In [0, 1]; 1.0 for a class absent from both (nothing to miss).
+    """
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape; got {t.shape} and "
+                         f"{p.shape}. Crop both to the volume's own grid.")
+    n_classes = _check_positive_int(n_classes, name="n_classes", minimum=2)
+    out = np.ones(n_classes - 1)
+    for c in range(1, n_classes):
+        in_t, in_p = t == c, p == c
+        total = int(in_t.sum()) + int(in_p.sum())
+        if total:
+            out[c - 1] = 2.0 * int(np.logical_and(in_t, in_p).sum()) / total
+    return out
+
+
+def uncertainty_auroc(wrong: ArrayLike, score: ArrayLike) -> float:
+    """AUROC of ``score`` for detecting ``wrong`` items (voxels), ties counted half.
+
+    Equals the probability that a random wrong voxel has a higher score than a random right
+    one (Mann-Whitney U / (n_wrong · n_right)); 0.5 is chance. NaN when all voxels are right or
+    all are wrong.
+    """
+    from scipy.stats import rankdata
+
+    w = np.asarray(wrong, dtype=bool).reshape(-1)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    if w.shape != s.shape:
+        raise ValueError(f"wrong and score must have the same size; got {w.size} and {s.size}.")
+    n_w = int(w.sum())
+    n_r = w.size - n_w
+    if n_w == 0 or n_r == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[w].sum() - n_w * (n_w + 1) / 2) / (n_w * n_r))

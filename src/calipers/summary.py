@@ -22,7 +22,8 @@ from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_
 
 __all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
 
-_DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse"}
+_DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse",
+                   "segmentation": "mean_dice"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ def summarize(
                        for n in names}
             uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n])),
                                "ece": float(np.mean(cv.scores("ece")[n]))} for n in names}
+        elif cv.task == "segmentation":  # no McNemar: voxels of one volume are not independent
+            uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n]))}
+                           for n in names}
         comparison = compare(scores, metric=metric, higher_is_better=info.higher_is_better,
                              test_train_ratio=cv.folds.test_train_ratio, correct=correct,
                              uncertainty=uncertainty, alpha=alpha, seed=seed)

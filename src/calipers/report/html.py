@@ -35,7 +35,9 @@ from calipers.runs import atomic_write_text, fold_dir, read_json
 
 __all__ = ["RunData", "load_run", "render_report", "write_report"]
 
-_NEEDED = {"classification": ("y_true", "proba"), "regression": ("y_true", "mean", "var")}
+_NEEDED = {"classification": ("y_true", "proba"), "regression": ("y_true", "mean", "var"),
+           "segmentation": ("y_true", "labels")}
+_SEG_EXAMPLES = 4  # validation volumes shown per network
 
 
 @dataclass(frozen=True)
@@ -536,6 +538,42 @@ def _section_regression(run: RunData, *, dpi: int) -> str:
             + "".join(f"<div class='figs'>{f}</div>" for f in figures))
 
 
+def _section_segmentation(run: RunData, *, dpi: int) -> str:
+    """Dice and uncertainty per network, and a few validation volumes: image, ground truth,
+    prediction and entropy side by side (middle slice, from ``preview_*`` arrays)."""
+    rows, figures = [], []
+    keys = ("preview_image", "preview_truth", "preview_pred", "preview_entropy")
+    for net in run.networks:
+        folds = run.predictions.get(net, {})
+        if not folds:
+            continue
+        first = folds[min(folds)]
+        dice = [np.asarray(f["dice"]) for f in folds.values() if "dice" in f]
+        ent = [np.asarray(f["entropy"]) for f in folds.values() if "entropy" in f]
+        mi = [np.asarray(f["mutual_info"]) for f in folds.values() if "mutual_info" in f]
+        n_vol = sum(len(f["y_true"]) for f in folds.values())
+        d = np.concatenate(dice) if dice else None
+        per_class = "—" if d is None else ", ".join(f"{100 * v:.1f}%" for v in d.mean(axis=0))
+        rows.append((net, len(folds), n_vol, per_class,
+                     "—" if d is None else f"{100 * d.mean():.1f}%",
+                     f"{np.concatenate(ent).mean():.4f}" if ent else "—",
+                     f"{np.concatenate(mi).mean():.4f}" if mi else "—"))
+        if all(k in first for k in keys):
+            k = min(_SEG_EXAMPLES, len(first["preview_image"]))
+            n_classes = int(d.shape[1] + 1) if d is not None else 2
+            fig = plots.plot_segmentation_examples(
+                *(list(first[key][:k]) for key in keys), n_classes=n_classes,
+                titles=[f"{net} volume {int(i)}" for i in first["index"][:k]])
+            figures.append(_img(fig, f"validation volumes of {net}", dpi=dpi))
+    headers = ["network", "folds", "volumes", "Dice per class (1, 2, ...)", "mean Dice",
+               "mean voxel entropy (nats)", "mean voxel mutual information (nats)"]
+    return ("<h2>Segmentation and uncertainty (out-of-fold volumes)</h2>"
+            + _section_missing(run) + (_table(headers, rows) if rows else "")
+            + "<p>Validation volumes of the first fold, middle slice: image, ground truth, "
+            "MC-dropout prediction and its predictive entropy.</p>"
+            + "".join(f"<div class='figs'>{f}</div>" for f in figures))
+
+
 def _section_provenance(run: RunData) -> str:
     if isinstance(run.env, Mapping):
         env = _table(["key", "value"], ((k, _text(v)) for k, v in run.env.items()), cls="env")
@@ -600,6 +638,8 @@ def render_report(run: RunData, *, dpi: int = 80) -> str:
         uncertainty = _section_classification(run, dpi=dpi)
     elif task == "regression":
         uncertainty = _section_regression(run, dpi=dpi)
+    elif task == "segmentation":
+        uncertainty = _section_segmentation(run, dpi=dpi)
     else:
         uncertainty = f"<p>No prediction plots for task {_e(task)}.</p>"
     parts = [

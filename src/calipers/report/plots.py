@@ -26,6 +26,7 @@ __all__ = [
     "plot_paired_differences",
     "plot_reliability",
     "plot_residual_histogram",
+    "plot_segmentation_examples",
     "plot_std_vs_error",
 ]
 
@@ -326,4 +327,49 @@ def plot_residual_histogram(residuals: Sequence[float], *, title: str = "") -> F
     ax.set_title(f"{prefix}mean {mean:+.3g}, RMSE {rmse:.3g}", fontsize=10)
     ax.set_xlabel("residual y − ŷ")
     ax.set_ylabel("count")
+    return fig
+
+
+def plot_segmentation_examples(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    preds: Sequence[np.ndarray],
+    entropies: Sequence[np.ndarray],
+    *,
+    titles: Sequence[str] = (),
+    n_classes: int = 2,
+) -> Figure:
+    """One row per example: image slice, ground truth, prediction, predictive entropy.
+
+    Parameters
+    ----------
+    images, truths, preds, entropies : sequences of 2-D arrays of one shape per row
+        Image intensities; integer label maps (0 = background); entropy in nats.
+    titles : sequence of str
+        Row labels (e.g. volume index), optional.
+    n_classes : int
+        Colour range of the label maps, and entropy shown on [0, log n_classes].
+    """
+    n = len(images)
+    fig = _new_figure(8.0, 2.0 * max(n, 1))
+    axes = fig.subplots(max(n, 1), 4, squeeze=False)
+    hmax = float(np.log(max(n_classes, 2)))
+    heads = ("image", "ground truth", "prediction", "entropy (nats)")
+    for r in range(n):
+        shown = (images[r], truths[r], preds[r], entropies[r])
+        for c, (ax, arr) in enumerate(zip(axes[r], shown, strict=True)):
+            if c == 0:
+                im = ax.imshow(arr, cmap="gray")
+            elif c < 3:
+                im = ax.imshow(arr, cmap="viridis", vmin=0, vmax=n_classes - 1,
+                               interpolation="nearest")
+            else:
+                im = ax.imshow(arr, cmap="magma", vmin=0, vmax=hmax)
+                fig.colorbar(im, ax=ax, shrink=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(heads[c], fontsize=9)
+        if r < len(titles):
+            axes[r][0].set_ylabel(_plain(titles[r]), fontsize=8)
     return fig
