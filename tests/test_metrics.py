@@ -118,10 +118,13 @@ def test_regression_hand_values():
 
 
 def test_registry():
-    assert set(M.METRICS) == {"accuracy", "nll", "brier", "ece", "rmse", "gaussian_nll"}
+    assert set(M.METRICS) == {"accuracy", "nll", "brier", "ece", "rmse", "gaussian_nll",
+                              "mean_dice", "entropy_auroc"}
     higher = {n for n, m in M.METRICS.items() if m.higher_is_better}
-    assert higher == {"accuracy"}
+    assert higher == {"accuracy", "mean_dice", "entropy_auroc"}
     assert {n for n, m in M.METRICS.items() if m.task == "regression"} == {"rmse", "gaussian_nll"}
+    assert {n for n, m in M.METRICS.items() if m.task == "segmentation"} == {
+        "mean_dice", "entropy_auroc"}
     assert M.get_metric("ece", task="classification").percent_points
     assert M.get_metric("nll").to_dict()["higher_is_better"] is False
     with pytest.raises(ValueError, match="unknown metric 'acuracy'; did you mean 'accuracy'"):

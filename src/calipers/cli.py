@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from calipers._cli_permute import permute
+from calipers._cli_predict import predict
 from calipers._cli_repro import env, repro
 
 __all__ = ["app", "main"]
@@ -170,15 +171,8 @@ app.command("env")(env)
 app.command("repro")(repro)
 
 
-def _register_permute() -> None:
-    if importlib.util.find_spec("calipers._cli_permute") is None:
-        return
-    from calipers._cli_permute import permute
-
-    app.command("permute")(permute)
-
-
-_register_permute()
+app.command("permute")(permute)
+app.command("predict")(predict)
 
 
 def main() -> None:

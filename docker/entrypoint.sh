@@ -1,0 +1,20 @@
+#!/bin/sh
+# Container entrypoint: calipers predict --model $CALIPERS_MODEL --in $CALIPERS_IN --out $CALIPERS_OUT
+# Extra arguments (e.g. --mc 30 --device cpu) are passed through. Exit status: 0 all files done,
+# 1 some file failed (the rest are written), 2 bad arguments or missing folders.
+set -eu
+
+model="${CALIPERS_MODEL:-/model}"
+in_dir="${CALIPERS_IN:-/in}"
+out_dir="${CALIPERS_OUT:-/out}"
+
+if [ ! -d "$in_dir" ]; then
+    echo "calipers: input folder $in_dir not found; mount it with -v /path/in:$in_dir" >&2
+    exit 2
+fi
+if [ ! -e "$model" ]; then
+    echo "calipers: model $model not found; mount a run folder or checkpoint with -v /path:$model" >&2
+    exit 2
+fi
+mkdir -p "$out_dir"
+exec calipers predict --model "$model" --in "$in_dir" --out "$out_dir" "$@"

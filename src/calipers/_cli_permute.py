@@ -1,0 +1,108 @@
+"""``calipers permute``: randomise's command line over :func:`calipers.permutation.permute_images`.
+
+Registered by ``cli.py`` as ``app.command("permute")(permute)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import typer
+
+__all__ = ["permute"]
+
+
+def permute(
+    inputs: list[str] = typer.Option(
+        ..., "-i", "--input", help="4-D NIfTI, or 3-D NIfTI/Analyze files or a glob (repeat -i)."
+    ),
+    output: str = typer.Option(..., "-o", "--output", help="Output prefix, e.g. out/grp."),
+    design: Path | None = typer.Option(None, "-d", "--design", help="Design (.mat VEST or CSV)."),
+    tcon: Path | None = typer.Option(None, "-t", "--tcon", help="t-contrasts (.con or CSV)."),
+    fcon: Path | None = typer.Option(None, "-f", "--fcon", help="F-tests (.fts)."),
+    mask: Path | None = typer.Option(None, "-m", "--mask", help="Mask image (default: data)."),
+    one_sample: bool = typer.Option(
+        False, "-1", "--one-sample", help="One-sample test (sign flips)."
+    ),
+    n_perm: int = typer.Option(5000, "-n", "--num-perm", help="Number of permutations."),
+    vox_corrp: bool = typer.Option(False, "-x", "--corrp", help="Write voxelwise FWE images."),
+    uncorrp: bool = typer.Option(False, "--uncorrp", help="Write uncorrected p images."),
+    tfce: bool = typer.Option(False, "-T", "--tfce", help="TFCE (H=2, E=0.5, C=6)."),
+    cluster_t: float | None = typer.Option(None, "-c", help="Cluster-extent threshold."),
+    cluster_m: float | None = typer.Option(None, "-C", help="Cluster-mass threshold."),
+    groups: Path | None = typer.Option(None, "-e", help="Exchangeability blocks (.grp)."),
+    demean: bool = typer.Option(False, "-D", help="Demean data and design."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random permutations."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:<i>."),
+    logp: bool = typer.Option(False, "--logp", help="Write -log10 p instead of 1 - p."),
+    tfce_h: float = typer.Option(2.0, "--tfce_H", help="TFCE height exponent."),
+    tfce_e: float = typer.Option(0.5, "--tfce_E", help="TFCE extent exponent."),
+    tfce_c: int = typer.Option(6, "--tfce_C", help="TFCE connectivity (6, 18, 26)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+) -> None:
+    """Permutation inference on images with FSL randomise's flags and output names.
+
+    p-images hold 1 - p (or -log10 p with --logp); <out>_summary.json has the counts of
+    significant voxels, the critical values and the max-statistic null distributions.
+
+    Examples: one-sample test with TFCE, as randomise -1 -T:
+
+        calipers permute -i 'con_*.nii.gz' -o out/grp -1 -T -n 5000
+
+    GLM with nuisance, voxelwise FWE:
+
+        calipers permute -i all.nii.gz -o out/glm -d design.mat -t design.con -m mask.nii.gz -x
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from calipers.exceptions import CalipersWarning
+    from calipers.permutation.images import permute_images
+
+    err = Console(stderr=True)
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err, disable=quiet, transient=False,
+    )
+    task = progress.add_task("permutations", total=None)
+
+    def _update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    try:
+        with progress, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalipersWarning)
+            out = permute_images(
+                inputs if len(inputs) > 1 else inputs[0], output,
+                design=design, contrasts=tcon, f_tests=fcon, mask=mask, one_sample=one_sample,
+                n_permutations=n_perm, tfce=tfce, cluster_extent_threshold=cluster_t,
+                cluster_mass_threshold=cluster_m, exchangeability_blocks=groups, demean=demean,
+                vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp, seed=seed, device=device,
+                tfce_H=tfce_h, tfce_E=tfce_e, tfce_connectivity=tfce_c, progress=_update,
+            )
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        err.print(f"[red]Error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    for w in caught:
+        err.print(f"[yellow]Note:[/yellow] {w.message}", highlight=False)
+    _report(err, out)
+
+
+def _report(console, out) -> None:
+    s = out.summary
+    console.print(
+        f"{s['n_subjects']} images, {s['n_voxels']} voxels"
+        + (f" ({s['n_nan_excluded']} NaN voxels excluded)" if s["n_nan_excluded"] else "")
+        + f", {s['runtime_s']:.2f} s on {s['device']}",
+        highlight=False,
+    )
+    for i, name in enumerate(s["names"]):
+        sig = {k: v[i] for k, v in s["n_significant"].items()}
+        console.print(
+            f"{name}: max {s['max_statistic'][i]:.3f}, {s['n_permutations'][i]} "
+            f"{s['methods'][i]}s{' (exhaustive)' if s['exhaustive'][i] else ''}; "
+            f"voxels at p <= 0.05: " + ", ".join(f"{k} {v}" for k, v in sig.items()),
+            highlight=False,
+        )
+    console.print(f"wrote {len(out.files)} files in {out.files[0].parent}", highlight=False)

@@ -1,0 +1,71 @@
+"""``calipers predict``: segment a folder with uncertainty maps (:func:`predict_folder`).
+
+Registered by ``cli.py`` as ``app.command("predict")(predict)``; ``main()`` runs it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["main", "predict"]
+
+_EPILOG = ("Example: calipers predict --model runs/hippo --in new_scans/ --out seg/ --mc 20  "
+           "(a run folder's folds form an ensemble; a .pt from export_checkpoint works too)")
+
+
+def predict(
+    model: Path = typer.Option(..., "--model", help="Run folder or checkpoint file (.pt)."),
+    in_dir: Path = typer.Option(..., "--in", help="Folder of .nii/.nii.gz/.png images."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
+    mc: int = typer.Option(20, "--mc", help="MC-dropout passes per model (0: deterministic)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:<i>."),
+    network: str | None = typer.Option(None, "--network", help="Network of a run folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the dropout masks."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+) -> None:
+    """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out).
+
+    Writes NAME_seg, NAME_entropy, NAME_mi, NAME_std (NAME_disagreement for an ensemble) and
+    summary.csv into --out. Exits 1 if any file failed (the others are written), 2 on bad input.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from calipers.exceptions import DataError
+    from calipers.segmentation.predict import load_predictor, predict_folder
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        pred = load_predictor(model, network=network, device=device)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=err, disable=quiet) as bar:
+            task = bar.add_task("segmenting", total=None)
+
+            def step(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, description=name)
+
+            res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
+                                 progress=step)
+    except (ValueError, FileNotFoundError, DataError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    for name, why in res.failed:
+        err.print(f"[bold red]skipped[/] {name}: {why}", highlight=False)
+    err.print(f"{len(res.done)} segmented ({res.n_models} model(s) × {res.n_mc} passes), "
+              f"{len(res.failed)} failed; outputs in {res.out_dir}", highlight=False)
+    if res.failed:
+        raise typer.Exit(1)
+
+
+predict.__doc__ = (predict.__doc__ or "") + "\n\n" + _EPILOG
+
+
+def main() -> None:
+    """Run ``predict`` as a stand-alone command (``python -m calipers._cli_predict``)."""
+    typer.run(predict)
+
+
+if __name__ == "__main__":
+    main()

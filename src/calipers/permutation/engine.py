@@ -1,0 +1,495 @@
+"""Permutation engine: GEMM-based t/F statistics over relabellings, max fused, tiled over voxels.
+
+Pure torch on ``cpu`` or ``cuda``; no I/O. One contrast at a time (``run_contrast``).
+
+# NOTE [Statistic as one GEMM]
+After Freedman–Lane residualisation on the nuisance Z (NOTE [Partition of the design] in
+``design.py``) the data Y_r are normalised to unit-norm columns Ŷ. With an orthonormal basis
+[Q_x | Q_z] of [X_eff | Z] (k + q columns), a relabelling π (row permutation or sign flip) gives
+
+    a = (π Q_x)ᵀ Ŷ   (k × V),     b = ‖(π Q_z)ᵀ Ŷ‖²   (V,),
+
+and, with df = n − rank(X), since ‖πŶ‖ = 1 and [Q_x Q_z] stays orthonormal under π,
+
+    t = √df · a / √(1 − a² − b) = √df · ρ / √(1 − ρ²),      ρ = a / √(1 − b)   (k = 1)
+    F = (ρ²/k) / ((1 − ρ²)/df),                              ρ² = ‖a‖² / (1 − b).
+
+So every relabelling is k + q rows of one GEMM against Ŷ, and the statistic is a monotone
+function of the *score* ρ (t) or ρ² (F), which lies in [−1, 1]. One-sample sign flipping is the
+case q = 0, k = 1, Q_x = 1/√n: then ρ = sᵀŶ/√n directly and t = √(n−1)·ρ/√(1−ρ²). The max over
+voxels is taken on scores tile by tile (never P × V in memory) and mapped to t or F once.
+Observed statistics are computed separately in float64 (they match scipy to rounding).
+
+# NOTE [Identity counts in the null]
+Relabelling 0 is always the identity and is counted in the null (p >= 1/n_perm, as randomise).
+The scores of every identity row (row 0, random duplicates of it and, for two-sided sign flips,
+its mirror −1, which gives the same |t|; flips are canonicalised so that the mirror *is* the
+identity) are overwritten with the observed scores in the compute dtype, so the identity ties
+the observed value exactly whatever the GEMM's rounding. Other comparisons are ``>=`` on float32
+scores: a genuine tie closer than float32 rounding (~1e-7 in ρ) may count differently from a
+float64 reference; the tests compare with float64 brute force exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from calipers.permutation.design import Relabellings, partition
+
+try:  # numba fuses score, max and count into one pass on the CPU; torch does it otherwise
+    from numba import njit, prange
+
+    _HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised by monkeypatching _HAVE_NUMBA
+    _HAVE_NUMBA = False
+
+__all__ = ["ContrastNull", "PreparedContrast", "prepare_contrast", "run_contrast"]
+
+_TILE_ELEMENTS = 1 << 19  # scores per GEMM tile (Pc·m × Vt), ~2 MiB in float32: fits in L2
+_FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
+
+
+@dataclass(frozen=True)
+class PreparedContrast:
+    """One contrast ready for the engine (all float64, on the CPU).
+
+    ``basis`` is (n, k + q): Q_x then Q_z; ``y_hat`` (n, V) the unit-norm residualised data;
+    ``score`` (V,) the observed score; ``stat`` (V,) the observed t or F.
+    """
+
+    kind: str  # "t" or "F"
+    flip: bool
+    k: int
+    df: int
+    basis: np.ndarray
+    y_hat: np.ndarray
+    score: np.ndarray
+    stat: np.ndarray
+
+
+@dataclass(frozen=True)
+class ContrastNull:
+    """What the engine returns for one contrast (NumPy, CPU)."""
+
+    stat: np.ndarray  # (V,) observed t or F (float64)
+    p_uncorrected: np.ndarray  # (V,)
+    p_fwe: np.ndarray  # (V,)
+    max_null: np.ndarray  # (n_perm,) max statistic per relabelling (t or F units)
+    tfce: np.ndarray | None = None  # (V,) observed TFCE
+    p_tfce_uncorrected: np.ndarray | None = None
+    p_tfce_fwe: np.ndarray | None = None
+    tfce_max_null: np.ndarray | None = None
+    p_extent_fwe: np.ndarray | None = None
+    extent_max_null: np.ndarray | None = None
+    p_mass_fwe: np.ndarray | None = None
+    mass_max_null: np.ndarray | None = None
+    work_bytes: int = 0  # size of the largest working buffers (device memory bound)
+
+
+def _orthonormal(m: np.ndarray) -> np.ndarray:
+    if m.shape[1] == 0:
+        return m
+    q, _ = np.linalg.qr(m)
+    return q
+
+
+def prepare_contrast(
+    y: np.ndarray,
+    design: np.ndarray,
+    contrast: np.ndarray,
+    *,
+    flip: bool,
+    two_sided: bool,
+    f_test: bool = False,
+) -> PreparedContrast:
+    """Partition, residualise (Freedman–Lane) and normalise, in float64.
+
+    ``y`` (n, V), ``design`` (n, p) full rank, ``contrast`` (p, k); ``f_test`` gives F (always
+    so when k > 1) instead of t.
+    """
+    is_t = contrast.shape[1] == 1 and not f_test
+    n, p = design.shape
+    k = contrast.shape[1]
+    x_eff, z = partition(design, contrast)
+    qz = _orthonormal(z)
+    if is_t:
+        qx = x_eff / np.linalg.norm(x_eff)  # keep the sign: positive a <=> positive cᵀβ̂
+    else:
+        qx = _orthonormal(x_eff)
+    y_r = y - qz @ (qz.T @ y) if qz.shape[1] else y
+    norms = np.sqrt(np.einsum("ij,ij->j", y_r, y_r))
+    y_hat = y_r / np.where(norms > 0, norms, 1.0)
+    a = qx.T @ y_hat
+    df = n - p
+    if is_t:
+        score = a[0]
+        stat = _t_from_score(score, df, xp=np)
+        if two_sided:
+            score = np.abs(score)
+    else:
+        score = np.einsum("ij,ij->j", a, a)
+        stat = _f_from_score(score, k, df, xp=np)
+    return PreparedContrast(
+        kind="t" if is_t else "F",
+        flip=flip,
+        k=k,
+        df=df,
+        basis=np.concatenate([qx, qz], axis=1),
+        y_hat=y_hat,
+        score=score,
+        stat=stat,
+    )
+
+
+def _t_from_score(score, df, *, xp):
+    one_minus = xp.clip(1.0 - score * score, 0.0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = math.sqrt(df) * score / xp.sqrt(one_minus)
+    return t
+
+
+def _f_from_score(score, k, df, *, xp):
+    one_minus = xp.clip(1.0 - score, 0.0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (score / k) / (one_minus / df)
+
+
+def _score_to_stat(prep: PreparedContrast, score):
+    xp = torch if isinstance(score, torch.Tensor) else np
+    if prep.kind == "t":
+        return _t_from_score(score, prep.df, xp=xp)
+    return _f_from_score(score, prep.k, prep.df, xp=xp)
+
+
+def _left_rows(prep: PreparedContrast, relabel: np.ndarray, flip: bool) -> np.ndarray:
+    """(m, n) relabellings -> (m·(k+q), n) GEMM rows: the permuted or flipped basis columns."""
+    if flip:
+        rows = relabel[:, :, None] * prep.basis[None, :, :]  # (m, n, k+q)
+    else:
+        rows = prep.basis[relabel]  # (m, n, k+q): row i of π Q is Q[π(i)]
+    return np.ascontiguousarray(rows.transpose(0, 2, 1)).reshape(-1, prep.basis.shape[0])
+
+
+def _tile_scores(prep, left, y_tile):
+    """Signed scores (m, Vt) of m relabellings (left: (m·(k+q), n)) on one voxel tile (n, Vt)."""
+    g = torch.matmul(left, y_tile)
+    width = prep.basis.shape[1]
+    if width == 1 and prep.kind == "t":
+        s = g
+    else:
+        g = g.view(-1, width, y_tile.shape[1])
+        b = (g[:, prep.k :, :] ** 2).sum(1) if width > prep.k else None
+        if prep.kind == "t":
+            s = g[:, 0, :]
+            if b is not None:
+                s = s * torch.rsqrt(torch.clamp(1.0 - b, min=1e-12))
+        else:
+            s = (g[:, : prep.k, :] ** 2).sum(1)
+            if b is not None:
+                s = s / torch.clamp(1.0 - b, min=1e-12)
+    return s
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """Full-map statistics (TFCE, clusters) for the engine; all None means max-T only."""
+
+    mask: np.ndarray | None = None
+    tfce: bool = False
+    tfce_H: float = 2.0
+    tfce_E: float = 0.5
+    connectivity: int = 6
+    extent_threshold: float | None = None
+    mass_threshold: float | None = None
+    cluster_connectivity: int = 26
+
+    @property
+    def full_maps(self) -> bool:
+        return self.tfce or self.extent_threshold is not None or self.mass_threshold is not None
+
+
+def run_contrast(
+    prep: PreparedContrast,
+    relabellings: Relabellings,
+    *,
+    device: torch.device,
+    two_sided: bool = False,
+    chunk_size: int | None = None,
+    extras: _Extras | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ContrastNull:
+    """Run every relabelling of one contrast; max-T (and TFCE/cluster) FWE, uncorrected p.
+
+    ``progress(n_done)`` is called after each chunk with the number of relabellings done.
+    """
+    extras = extras or _Extras()
+    n_perm, n_vox = relabellings.n, prep.y_hat.shape[1]
+    dtype = torch.float32
+    y_hat = torch.as_tensor(prep.y_hat, dtype=dtype, device=device)
+    obs = torch.as_tensor(prep.score, dtype=dtype, device=device)
+    width = prep.basis.shape[1]
+    abs_scores = two_sided and prep.kind == "t"
+    chunk = chunk_size or (
+        _default_full_chunk(n_vox, width) if extras.full_maps else max(128, 1024 // width)
+    )
+    chunk = min(chunk, n_perm)
+    tile = max(64, min(n_vox, _TILE_ELEMENTS // (chunk * width)))
+    max_score = torch.empty(n_perm, dtype=dtype, device=device)
+    counts = torch.zeros(n_vox, dtype=torch.int64, device=device)
+    full = _FullMapState(prep, extras, n_perm, two_sided) if extras.full_maps else None
+    for p0 in range(0, n_perm, chunk):
+        p1 = min(p0 + chunk, n_perm)
+        rows = relabellings.rows(p0, p1)
+        if relabellings.flip and abs_scores:
+            rows = rows * rows[:, :1]  # |t| is the same for s and −s: the mirror is the identity
+        ident = torch.as_tensor(_identity_rows(rows, relabellings.flip), device=device)
+        left = torch.as_tensor(
+            _left_rows(prep, rows, relabellings.flip), dtype=dtype, device=device
+        )
+        maps = torch.empty(p1 - p0, n_vox, dtype=dtype, device=device) if full else None
+        if maps is None and device.type == "cpu" and _HAVE_NUMBA:
+            running = _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile)
+        else:
+            running = _chunk_torch(prep, left, y_hat, obs, ident, abs_scores, counts, tile, maps)
+        max_score[p0:p1] = running
+        if full is not None:
+            full.add_chunk(p0, maps, ident.cpu().numpy())
+        if progress is not None:
+            progress(p1 - p0)
+    max_np = max_score.cpu().numpy()
+    obs_np = obs.cpu().numpy()
+    stat_null = _score_to_stat(prep, max_np.astype(np.float64))
+    work = chunk * width * tile * 4 + (chunk * n_vox * 4 * 3 if full else 0)
+    result = ContrastNull(
+        stat=prep.stat,
+        p_uncorrected=counts.cpu().numpy() / n_perm,
+        p_fwe=_fwe_p(max_np, obs_np),
+        max_null=stat_null,
+        work_bytes=int(y_hat.numel() * 4 + work),
+    )
+    return full.finish(result) if full is not None else result
+
+
+def _chunk_torch(prep, left, y_hat, obs, ident, abs_scores, counts, tile, maps):
+    """Max score per relabelling of one chunk; adds to ``counts``; fills ``maps`` if given."""
+    n_vox = y_hat.shape[1]
+    running = torch.full((left.shape[0] // prep.basis.shape[1],), -math.inf,
+                         dtype=y_hat.dtype, device=y_hat.device)
+    for v0 in range(0, n_vox, tile):
+        v1 = min(v0 + tile, n_vox)
+        signed = _tile_scores(prep, left, y_hat[:, v0:v1])
+        if maps is not None:
+            maps[:, v0:v1] = signed
+        s = signed.abs() if abs_scores else signed
+        if len(ident):  # NOTE [Identity counts in the null]
+            s[ident] = obs[v0:v1]
+        torch.maximum(running, s.amax(1), out=running)
+        counts[v0:v1] += (s >= obs[v0:v1]).sum(0)
+    return running
+
+
+_FUSED_BLOCK = 64  # voxels per numba work item
+
+
+def _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile):
+    """As ``_chunk_torch`` for max-T on the CPU: GEMM by torch, the rest in one numba pass."""
+    n_vox, width = y_hat.shape[1], prep.basis.shape[1]
+    n_rel = left.shape[0] // width
+    is_ident = np.zeros(n_rel, dtype=np.bool_)
+    is_ident[ident.numpy()] = True
+    blockmax = np.full(((tile + _FUSED_BLOCK - 1) // _FUSED_BLOCK, n_rel), -np.inf, np.float32)
+    obs_np, counts_np = obs.numpy(), counts.numpy()
+    for v0 in range(0, n_vox, tile):
+        v1 = min(v0 + tile, n_vox)
+        g = torch.matmul(left, y_hat[:, v0:v1]).numpy().reshape(n_rel, width, v1 - v0)
+        _fused_reduce(g, prep.k, prep.kind == "t", obs_np[v0:v1], is_ident, abs_scores, blockmax,
+                      counts_np[v0:v1], _FUSED_BLOCK)
+    return torch.from_numpy(blockmax.max(axis=0))
+
+
+if _HAVE_NUMBA:
+
+    # reassociation lets the max and count loops vectorise; no nnan/ninf (blockmax starts at -inf)
+    @njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+    def _fused_reduce(g, k, is_t, obs, is_ident, absval, blockmax, counts, block):
+        """Scores of g (P, k+q, Vt): per-relabelling max into blockmax, ``>= obs`` into counts.
+
+        Work items are blocks of ``block`` voxels (no write conflicts); inner loops run over
+        contiguous voxels so they vectorise. Scores as ``_tile_scores``.
+        """
+        n_rel, width, n_vox = g.shape
+        for b in prange((n_vox + block - 1) // block):
+            v0, v1 = b * block, min(b * block + block, n_vox)
+            nb = v1 - v0
+            den = np.empty(nb, np.float32)
+            s = np.empty(nb, np.float32)
+            for p in range(n_rel):
+                m = blockmax[b, p]
+                if is_ident[p]:  # NOTE [Identity counts in the null]
+                    for i in range(nb):
+                        m = max(m, obs[v0 + i])
+                        counts[v0 + i] += 1
+                    blockmax[b, p] = m
+                    continue
+                if width == 1 and is_t:
+                    for i in range(nb):
+                        s[i] = g[p, 0, v0 + i]
+                else:
+                    for i in range(nb):
+                        den[i] = np.float32(1.0)
+                    for j in range(k, width):
+                        for i in range(nb):
+                            den[i] -= g[p, j, v0 + i] * g[p, j, v0 + i]
+                    if is_t:
+                        for i in range(nb):
+                            s[i] = g[p, 0, v0 + i] / np.sqrt(max(den[i], np.float32(1e-12)))
+                    else:
+                        for i in range(nb):
+                            s[i] = np.float32(0.0)
+                        for j in range(k):
+                            for i in range(nb):
+                                s[i] += g[p, j, v0 + i] * g[p, j, v0 + i]
+                        for i in range(nb):
+                            s[i] = s[i] / max(den[i], np.float32(1e-12))
+                if absval:
+                    for i in range(nb):
+                        s[i] = abs(s[i])
+                for i in range(nb):
+                    m = max(m, s[i])
+                    counts[v0 + i] += s[i] >= obs[v0 + i]
+                blockmax[b, p] = m
+
+
+def _identity_rows(rows: np.ndarray, flip: bool) -> np.ndarray:
+    """Indices of the rows that are the identity (all +1, or 0..n-1)."""
+    if flip:
+        return np.flatnonzero((rows > 0).all(axis=1))
+    return np.flatnonzero((rows == np.arange(rows.shape[1])[None, :]).all(axis=1))
+
+
+def _default_full_chunk(n_vox: int, width: int) -> int:
+    return int(max(1, min(256, _FULL_MAP_BYTES // (n_vox * 4 * (width + 3)))))
+
+
+def _fwe_p(max_null: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """p(v) = #{j : max_null[j] >= observed[v]} / n_perm (exact comparisons, same dtype)."""
+    ordered = np.sort(max_null)
+    return (len(ordered) - np.searchsorted(ordered, observed, side="left")) / len(ordered)
+
+
+class _FullMapState:
+    """Accumulates TFCE and cluster nulls over chunks of full statistic maps (CPU, NumPy)."""
+
+    def __init__(self, prep: PreparedContrast, extras: _Extras, n_perm: int, two_sided: bool):
+        self.prep, self.extras, self.two_sided = prep, extras, two_sided
+        # the observed map as the engine sees it (compute dtype): the identity row ties exactly
+        score32 = prep.score.astype(np.float32)
+        if prep.kind == "t" and two_sided:
+            score32 = (np.sign(prep.stat) * prep.score).astype(np.float32)
+        self.obs_stat = _score_to_stat(prep, score32.astype(np.float32))
+        self.dh = None
+        if extras.tfce:
+            top = float(np.max(np.abs(self.obs_stat) if two_sided else self.obs_stat))
+            self.dh = top / 100.0 if top > 0 else 1.0
+            self.tfce_obs = self._tfce(self.obs_stat[None])[0]
+            self.tfce_score = np.abs(self.tfce_obs) if two_sided else self.tfce_obs
+            self.tfce_max = np.empty(n_perm)
+            self.tfce_counts = np.zeros(prep.stat.shape[0], dtype=np.int64)
+        self.ext_max = np.empty(n_perm) if extras.extent_threshold is not None else None
+        self.mass_max = np.empty(n_perm) if extras.mass_threshold is not None else None
+        self.n_perm = n_perm
+        self.identity: list[int] = []
+
+    def _tfce(self, stat: np.ndarray) -> np.ndarray:
+        from calipers.permutation.tfce import tfce
+
+        e = self.extras
+        kw = {"H": e.tfce_H, "E": e.tfce_E, "connectivity": e.connectivity, "dh": self.dh}
+        pos = np.asarray(tfce(stat, e.mask, **kw))
+        if self.two_sided and self.prep.kind == "t":
+            return pos - np.asarray(tfce(-stat, e.mask, **kw))
+        return pos
+
+    def _cluster_max(self, stat: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        from calipers.permutation.clusters import cluster_max
+
+        e = self.extras
+        ext, mass = cluster_max(
+            stat, e.mask, threshold=threshold, connectivity=e.cluster_connectivity
+        )
+        ext, mass = np.asarray(ext, dtype=np.float64), np.asarray(mass, dtype=np.float64)
+        if self.two_sided and self.prep.kind == "t":
+            ext2, mass2 = cluster_max(
+                -stat, e.mask, threshold=threshold, connectivity=e.cluster_connectivity
+            )
+            ext, mass = np.maximum(ext, ext2), np.maximum(mass, mass2)
+        return ext, mass
+
+    def add_chunk(self, p0: int, score_maps: torch.Tensor, ident: np.ndarray) -> None:
+        stat = _score_to_stat(self.prep, score_maps).cpu().numpy().astype(np.float32, copy=False)
+        stat[ident] = self.obs_stat  # NOTE [Identity counts in the null]
+        self.identity.extend(int(i) + p0 for i in ident)
+        p1 = p0 + stat.shape[0]
+        if self.extras.tfce:
+            t = self._tfce(stat)
+            t_score = np.abs(t) if self.two_sided else t
+            t_score[ident] = self.tfce_score
+            self.tfce_max[p0:p1] = t_score.max(axis=1)
+            self.tfce_counts += (t_score >= self.tfce_score[None]).sum(0)
+        for thr, target, col in (
+            (self.extras.extent_threshold, self.ext_max, 0),
+            (self.extras.mass_threshold, self.mass_max, 1),
+        ):
+            if thr is not None:
+                target[p0:p1] = self._cluster_max(stat, thr)[col]
+
+    def _cluster_p(self, threshold: float, null: np.ndarray, col: int) -> np.ndarray:
+        from calipers.permutation.clusters import cluster_maps
+
+        e = self.extras
+        maps = [
+            cluster_maps(
+                self.obs_stat, e.mask, threshold=threshold, connectivity=e.cluster_connectivity
+            )[col]
+        ]
+        if self.two_sided and self.prep.kind == "t":
+            maps.append(
+                cluster_maps(
+                    -self.obs_stat, e.mask, threshold=threshold, connectivity=e.cluster_connectivity
+                )[col]
+            )
+        value = np.max(np.stack([np.asarray(m, dtype=np.float64) for m in maps]), axis=0)
+        # the identity's max equals the largest observed cluster (guards summation order)
+        for i in self.identity:
+            null[i] = max(null[i], float(value.max(initial=0.0)))
+        p = _fwe_p(null, value)
+        p[value <= 0] = 1.0
+        return p
+
+    def finish(self, result: ContrastNull) -> ContrastNull:
+        from dataclasses import replace
+
+        updates: dict[str, object] = {}
+        if self.extras.tfce:
+            updates.update(
+                tfce=self.tfce_obs,
+                p_tfce_uncorrected=self.tfce_counts / self.n_perm,
+                p_tfce_fwe=_fwe_p(self.tfce_max, self.tfce_score),
+                tfce_max_null=self.tfce_max,
+            )
+        if self.ext_max is not None:
+            updates.update(
+                p_extent_fwe=self._cluster_p(self.extras.extent_threshold, self.ext_max, 0),
+                extent_max_null=self.ext_max,
+            )
+        if self.mass_max is not None:
+            updates.update(
+                p_mass_fwe=self._cluster_p(self.extras.mass_threshold, self.mass_max, 1),
+                mass_max_null=self.mass_max,
+            )
+        return replace(result, **updates)

@@ -1,0 +1,334 @@
+"""NIfTI/Analyze in, randomise-named NIfTI out: the image layer over ``permutation_test``.
+
+Output names and scaling follow FSL randomise: ``<out>_tstat1.nii.gz`` (raw t),
+``<out>_vox_p_tstat1`` (``--uncorrp``), ``<out>_vox_corrp_tstat1`` (``-x``),
+``<out>_tfce_corrp_tstat1`` (``-T``; ``_tfce_p_`` with ``--uncorrp``),
+``<out>_clustere_corrp_tstat1`` (``-c``), ``<out>_clusterm_corrp_tstat1`` (``-C``); F-tests
+likewise with ``fstat``. p-images hold **1 − p** (``logp=True``: −log10 p, as PALM). Everything
+is computed first and then written through temporary files renamed into place, so an error never
+leaves a partial set of outputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from calipers.exceptions import CalipersWarning, DataError
+from calipers.permutation.api import PermutationResult, permutation_test
+
+__all__ = ["PermuteOutputs", "load_images", "permute_images"]
+
+
+@dataclass(frozen=True)
+class PermuteOutputs:
+    """What :func:`permute_images` wrote.
+
+    Attributes
+    ----------
+    files : tuple of Path
+        Every image written, then ``<out>_summary.json``.
+    summary : dict
+        The JSON summary (also on disk).
+    result : PermutationResult
+        The array result (voxels = the mask's True voxels in C order).
+    n_voxels : int
+        Voxels tested.
+    n_nan_excluded : int
+        Voxels of the mask dropped because some subject has NaN/inf there.
+    """
+
+    files: tuple[Path, ...]
+    summary: dict[str, Any]
+    result: PermutationResult
+    n_voxels: int
+    n_nan_excluded: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": [str(f) for f in self.files],
+            "n_voxels": self.n_voxels,
+            "n_nan_excluded": self.n_nan_excluded,
+        }
+
+
+def _expand_inputs(inputs) -> list:
+    if isinstance(inputs, (str, os.PathLike)):
+        text = str(inputs)
+        if any(ch in text for ch in "*?["):
+            files = sorted(glob.glob(text))
+            if not files:
+                raise FileNotFoundError(f"the glob {text!r} matches no file.")
+            return files
+        return [text]
+    if isinstance(inputs, nib.spatialimages.SpatialImage):
+        return [inputs]
+    items = list(inputs)
+    if not items:
+        raise ValueError("inputs is empty; give a 4-D image or a list of 3-D images.")
+    out = []
+    for item in items:
+        out.extend(_expand_inputs(item) if isinstance(item, (str, os.PathLike)) else [item])
+    return out
+
+
+def _open(item) -> tuple[nib.spatialimages.SpatialImage, str]:
+    if isinstance(item, nib.spatialimages.SpatialImage):
+        return item, "<in-memory image>"
+    path = Path(item)
+    if not path.exists():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist.")
+    return nib.load(str(path)), str(path)
+
+
+def load_images(inputs) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load subjects' images as one array.
+
+    Parameters
+    ----------
+    inputs : path, glob, nibabel image, or a list of those
+        One 4-D NIfTI (subjects on the 4th axis) or several 3-D NIfTI/Analyze images
+        (a trailing axis of length 1, as in SPM2 Analyze files, is dropped).
+
+    Returns
+    -------
+    data : ndarray of shape (n_subjects, X, Y, Z), float64
+    affine : ndarray of shape (4, 4)
+    names : list of str
+        The source of each subject's image.
+    """
+    items = _expand_inputs(inputs)
+    volumes, names, ref = [], [], None
+    for item in items:
+        img, name = _open(item)
+        arr = np.asarray(img.dataobj, dtype=np.float64)
+        while arr.ndim > 3 and arr.shape[-1] == 1 and (len(items) > 1 or arr.ndim > 4):
+            arr = arr[..., 0]
+        if ref is None:
+            ref = (img, name, arr.shape[:3])
+        _check_geometry(img, name, arr, ref)
+        if arr.ndim == 4:
+            volumes.extend(np.moveaxis(arr, 3, 0))
+            names.extend(f"{name}[{i}]" for i in range(arr.shape[3]))
+        elif arr.ndim == 3:
+            volumes.append(arr)
+            names.append(name)
+        else:
+            raise DataError(f"image {name} has shape {arr.shape}; expected 3-D or 4-D.")
+    return np.stack(volumes), np.asarray(ref[0].affine, dtype=np.float64), names
+
+
+def _check_geometry(img, name: str, arr: np.ndarray, ref) -> None:
+    ref_img, ref_name, ref_shape = ref
+    if arr.shape[:3] != ref_shape:
+        raise DataError(
+            f"images have different shapes: {name} is {arr.shape[:3]} but {ref_name} is "
+            f"{ref_shape}; resample all images to one grid first."
+        )
+    if not np.allclose(img.affine, ref_img.affine, atol=1e-4):
+        raise DataError(
+            f"images have different affines: {name} differs from {ref_name}; they must be in "
+            f"the same space (resample them onto one grid)."
+        )
+
+
+def _load_mask(mask, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    if isinstance(mask, np.ndarray):
+        arr = mask
+    else:
+        img, name = _open(mask)
+        if not np.allclose(img.affine, affine, atol=1e-4):
+            raise DataError(f"mask {name} has a different affine from the images.")
+        arr = np.asarray(img.dataobj)
+        while arr.ndim > 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+    if arr.shape != shape:
+        raise DataError(f"mask has shape {arr.shape} but the images are {shape}.")
+    return np.asarray(arr != 0) & np.isfinite(arr)
+
+
+def _make_mask(data: np.ndarray, mask, affine: np.ndarray) -> tuple[np.ndarray, int]:
+    """Mask (X, Y, Z) of tested voxels and the number dropped for NaN/inf."""
+    finite = np.isfinite(data).all(axis=0)
+    if mask is None:  # randomise: voxels finite and not constant across subjects
+        with np.errstate(invalid="ignore"):
+            varying = np.ptp(np.where(np.isfinite(data), data, 0.0), axis=0) > 0
+        base = varying
+    else:
+        base = _load_mask(mask, data.shape[1:], affine)
+    n_nan = int(np.sum(base & ~finite))
+    keep = base & finite
+    if not keep.any():
+        raise DataError(
+            "the mask is empty: no voxel is inside the mask, finite in every image"
+            + (" and non-constant across subjects" if mask is None else "")
+            + f" (images {data.shape[1:]}, {data.shape[0]} subjects); check the mask and the "
+            "inputs."
+        )
+    if n_nan:
+        warnings.warn(
+            f"{n_nan} voxel(s) of the mask hold NaN/inf in at least one image and were "
+            f"excluded ({int(keep.sum())} voxels tested).",
+            CalipersWarning,
+            stacklevel=3,
+        )
+    return keep, n_nan
+
+
+def permute_images(
+    inputs,
+    out_prefix: str | os.PathLike[str],
+    *,
+    design=None,
+    contrasts=None,
+    f_tests=None,
+    mask=None,
+    one_sample: bool = False,
+    n_permutations: int = 5000,
+    tfce: bool = False,
+    cluster_extent_threshold: float | None = None,
+    cluster_mass_threshold: float | None = None,
+    exchangeability_blocks=None,
+    demean: bool = False,
+    vox_corrp: bool = False,
+    uncorrp: bool = False,
+    logp: bool = False,
+    seed: int = 0,
+    device="auto",
+    tfce_H: float = 2.0,
+    tfce_E: float = 0.5,
+    tfce_connectivity: int = 6,
+    progress: Callable[[int, int], None] | None = None,
+) -> PermuteOutputs:
+    """randomise on NIfTI files: load, mask, test, write randomise-named images + summary.
+
+    Parameters mirror randomise (``-i -o -d -t -f -m -1 -n -x --uncorrp -T -c -C -e -D
+    --seed``); ``design``/``contrasts``/``f_tests``/``exchangeability_blocks`` are FSL VEST
+    files (``.mat .con .fts .grp``), CSV files or arrays. ``one_sample`` (``-1``) ignores the
+    design and tests the mean by sign flipping. ``vox_corrp`` (``-x``) writes voxelwise
+    max-statistic FWE images; TFCE and cluster FWE images are written whenever requested.
+    See :func:`calipers.permutation.permutation_test` for the statistics.
+
+    Returns
+    -------
+    PermuteOutputs
+    """
+    start = time.perf_counter()
+    data, affine, names = load_images(inputs)
+    keep, n_nan = _make_mask(data, mask, affine)
+    if one_sample:
+        design, contrasts, f_tests = None, None, None
+    clusters = None
+    if cluster_extent_threshold is not None or cluster_mass_threshold is not None:
+        clusters = (cluster_extent_threshold, cluster_mass_threshold)
+    result = permutation_test(
+        data[:, keep],
+        design,
+        contrasts,
+        f_tests=f_tests,
+        n_permutations=n_permutations,
+        tfce=tfce,
+        cluster_threshold=clusters,
+        mask=keep,
+        exchangeability_blocks=exchangeability_blocks,
+        demean=demean,
+        seed=seed,
+        device=device,
+        tfce_H=tfce_H,
+        tfce_E=tfce_E,
+        connectivity=tfce_connectivity,
+        progress=progress,
+    )
+    images = _output_images(result, vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp)
+    summary = _summary(result, names, keep, n_nan, logp, time.perf_counter() - start)
+    files = _write_all(out_prefix, images, keep, affine, summary)
+    return PermuteOutputs(files, summary, result, int(keep.sum()), n_nan)
+
+
+def _p_image(p: np.ndarray, logp: bool) -> np.ndarray:
+    return -np.log10(p) if logp else 1.0 - p
+
+
+def _output_images(
+    result: PermutationResult, *, vox_corrp: bool, uncorrp: bool, logp: bool
+) -> list[tuple[str, np.ndarray]]:
+    """[(suffix, values at the mask's voxels)] in randomise's order and names."""
+    out: list[tuple[str, np.ndarray]] = []
+    for i, name in enumerate(result.names):
+        out.append((name, result.statistic[i]))
+        if uncorrp:
+            out.append((f"vox_p_{name}", _p_image(result.p_uncorrected[i], logp)))
+        if vox_corrp:
+            out.append((f"vox_corrp_{name}", _p_image(result.p_fwe[i], logp)))
+        if result.tfce is not None:
+            if uncorrp:
+                out.append((f"tfce_p_{name}", _p_image(result.p_tfce_uncorrected[i], logp)))
+            out.append((f"tfce_corrp_{name}", _p_image(result.p_tfce_fwe[i], logp)))
+        if result.p_cluster_extent_fwe is not None:
+            out.append((f"clustere_corrp_{name}", _p_image(result.p_cluster_extent_fwe[i], logp)))
+        if result.p_cluster_mass_fwe is not None:
+            out.append((f"clusterm_corrp_{name}", _p_image(result.p_cluster_mass_fwe[i], logp)))
+    return out
+
+
+def _summary(result, names, keep, n_nan, logp, seconds) -> dict[str, Any]:
+    summary = result.to_dict()
+    summary.update(
+        {
+            "n_subjects": len(names),
+            "inputs": names,
+            "n_voxels": int(keep.sum()),
+            "n_nan_excluded": n_nan,
+            "p_scale": "-log10(p)" if logp else "1 - p",
+            "runtime_s": round(seconds, 3),
+            "null_max_statistic": [n.tolist() for n in result.max_null],
+        }
+    )
+    for key in ("tfce_max_null", "cluster_extent_max_null", "cluster_mass_max_null"):
+        value = getattr(result, key)
+        if value is not None:
+            summary[f"null_{key.removesuffix('_max_null')}"] = [n.tolist() for n in value]
+    return summary
+
+
+def _write_all(out_prefix, images, keep, affine, summary) -> tuple[Path, ...]:
+    """Write every output to a temporary file, then rename all into place (or none)."""
+    prefix = Path(out_prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for suffix, values in images:
+            vol = np.zeros(keep.shape, dtype=np.float32)
+            vol[keep] = values
+            img = nib.Nifti1Image(vol, affine)
+            img.header.set_xyzt_units("mm")
+            final = prefix.parent / f"{prefix.name}_{suffix}.nii.gz"
+            fd, tmp = tempfile.mkstemp(
+                dir=prefix.parent, prefix=f".{final.name}.", suffix=".nii.gz"
+            )
+            os.close(fd)
+            staged.append((Path(tmp), final))
+            nib.save(img, tmp)
+        final = prefix.parent / f"{prefix.name}_summary.json"
+        fd, tmp = tempfile.mkstemp(dir=prefix.parent, prefix=f".{final.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(summary, fh, indent=1)
+        staged.append((Path(tmp), final))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return tuple(final for _, final in staged)

@@ -1,0 +1,222 @@
+"""Per-voxel MC-dropout uncertainty maps of a segmentation network, memory-bounded.
+
+# NOTE [Voxel maps reduced on the fly]
+A 3-D volume never holds all T pass outputs: the passes run in chunks of ``chunk_size`` and each
+pass's probabilities p_t (C, *S) are folded into running statistics and dropped. Per voxel we keep
+the running mean p̄ (C maps), Welford's sum of squared deviations M2 (C maps) and the running
+mean of H[p_t] (1 map): 2C + 1 maps of float32, whatever T is. Welford's update
+``δ = p_t − p̄; p̄ += δ/t; M2 += δ·(p_t − p̄)`` adds exactly zero when a pass equals the mean, so
+with dropout p = 0 (identical passes) the std and the mutual information are exactly 0.
+
+Maps (nats for entropies):
+  segmentation  argmax_c p̄
+  entropy       H[p̄] (total predictive uncertainty)
+  mutual_info   H[p̄] − mean_t H[p_t] (BALD, epistemic)
+  std           std over passes (ddof = 0) of the winning class's probability
+  disagreement  for an ensemble of M models: H[mean_m p̄_m] − mean_m H[p̄_m], the mutual
+                information between the prediction and the choice of model.
+
+Randomness: pass chunk ``c`` of model ``m`` runs in ``seeded_torch(child_seed(seed, m, c))``
+(NOTE [Task seeds] in ``_seeds.py``), so maps depend on (seed, n_mc, chunk_size) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from calipers._checks import _check_positive_int
+from calipers._seeds import child_seed, seeded_torch
+from calipers.segmentation.data import crop_to, pad_multiple, pad_to
+from calipers.uncertainty import _model_on_device, mc_dropout_mode
+
+__all__ = ["VoxelMaps", "mc_segment"]
+
+
+@dataclass(frozen=True, eq=False)
+class VoxelMaps:
+    """MC-dropout maps of one image, on its original grid (NumPy, CPU).
+
+    Attributes
+    ----------
+    proba : ndarray of shape (C, *S), float32
+        Predictive mean probability of each class.
+    segmentation : ndarray of shape (*S), uint8
+        ``argmax_c proba`` (class indices, 0 = background).
+    entropy, mutual_info, std : ndarray of shape (*S), float32
+        See NOTE [Voxel maps reduced on the fly]; >= 0, entropies in nats.
+    disagreement : ndarray of shape (*S), float32, or None
+        Between-model mutual information of an ensemble; None for one model.
+    n_mc : int
+        Passes per model (0: one deterministic pass).
+    n_models : int
+    """
+
+    proba: np.ndarray = field(repr=False)
+    segmentation: np.ndarray = field(repr=False)
+    entropy: np.ndarray = field(repr=False)
+    mutual_info: np.ndarray = field(repr=False)
+    std: np.ndarray = field(repr=False)
+    disagreement: np.ndarray | None = field(repr=False)
+    n_mc: int
+    n_models: int
+
+    def summary(self) -> dict[str, float]:
+        """Mean of each map inside the predicted foreground (segmentation > 0); NaN if empty."""
+        fg = self.segmentation > 0
+        out = {"n_mc": self.n_mc, "n_models": self.n_models, "foreground_voxels": int(fg.sum())}
+        maps = {"entropy": self.entropy, "mutual_info": self.mutual_info, "std": self.std,
+                "disagreement": self.disagreement}
+        for name, m in maps.items():
+            if m is not None:
+                out[f"mean_{name}_fg"] = float(m[fg].mean()) if fg.any() else float("nan")
+        return out
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:  # over the class axis 0
+    return -torch.special.xlogy(p, p).sum(0)
+
+
+class _Welford:
+    """Running p̄, M2 and mean H[p_t] per voxel (NOTE [Voxel maps reduced on the fly])."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = self.m2 = self.h = None
+
+    def add(self, p: torch.Tensor) -> None:  # one pass, (C, *S)
+        self.n += 1
+        h = _entropy(p)
+        if self.mean is None:
+            self.mean, self.m2, self.h = p.clone(), torch.zeros_like(p), h
+            return
+        delta = p - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (p - self.mean)
+        self.h += (h - self.h) / self.n
+
+
+def _mc_segment_iv(models, image, n_mc, chunk_size, multiple):
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    if not models or not all(isinstance(m, nn.Module) for m in models):
+        raise TypeError("models must be an nn.Module or a non-empty sequence of them; got "
+                        f"{type(models).__name__}.")
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"image must have shape (C, H, W) or (C, D, H, W); got {x.shape}. "
+                         "Add the channel axis: image[None].")
+    n_mc = _check_positive_int(n_mc, name="n_mc", minimum=0, fix="Pass n_mc=0 for one "
+                               "deterministic pass or e.g. n_mc=20.")
+    chunk_size = _check_positive_int(chunk_size, name="chunk_size",
+                                     fix="It is the number of passes per forward call.")
+    if multiple is None:
+        multiple = max(int(getattr(m, "multiple", 1)) for m in models)
+    return models, x, n_mc, chunk_size, int(multiple)
+
+
+def mc_segment(
+    models: nn.Module | Sequence[nn.Module],
+    image: np.ndarray,
+    *,
+    n_mc: int = 20,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    chunk_size: int = 1,
+    multiple: int | None = None,
+    min_shape: Sequence[int] | None = None,
+) -> VoxelMaps:
+    """Segment one image with MC dropout (and an ensemble) and reduce per-voxel maps on the fly.
+
+    Parameters
+    ----------
+    models : nn.Module or sequence of nn.Module
+        Networks mapping ``(B, C_in, *S)`` to logits ``(B, C, *S)``; several form an ensemble.
+        Each is run in MC-dropout mode (dropout on, everything else eval) and left as found.
+    image : ndarray of shape (C_in, *S)
+        One normalised image (see ``segmentation.data.normalize_intensity``).
+    n_mc : int >= 0, default 20
+        Passes T per model; 0 runs one deterministic (eval-mode) pass.
+    seed : int
+        See NOTE [Voxel maps reduced on the fly].
+    device : "auto", "cpu", "cuda[:i]" or torch.device
+    chunk_size : int, default 1
+        Passes per forward call; memory is O(chunk_size · C · |S|) for the outputs plus 2C + 1
+        maps of running statistics, independent of T.
+    multiple : int, optional
+        Pad spatial sizes to multiples of this (default: the models' ``multiple`` attribute).
+    min_shape : sequence of int, optional
+        Pad at least to this spatial shape (e.g. the padded shape the models were trained on,
+        so their normalisation layers see the same field of zeros).
+
+    Returns
+    -------
+    VoxelMaps
+        On the image's own grid (padding removed).
+    """
+    models, x, n_mc, chunk_size, multiple = _mc_segment_iv(models, image, n_mc, chunk_size,
+                                                           multiple)
+    shape = x.shape[1:]
+    target = shape if min_shape is None else tuple(
+        max(a, int(b)) for a, b in zip(shape, min_shape, strict=True))
+    target = pad_multiple(target, multiple)
+    xt = torch.from_numpy(pad_to(x, target))
+    total, ens_mean, ens_h = _Welford(), None, None
+    for m_idx, model in enumerate(models):
+        net, dev = _model_on_device(model, device)
+        xd = xt.to(dev)[None]
+        own = _Welford()
+        for c, start in enumerate(range(0, max(n_mc, 1), chunk_size)):
+            k = min(chunk_size, max(n_mc, 1) - start)
+            logits = _forward(net, xd, k, n_mc > 0, child_seed(seed, m_idx, c), dev)
+            for i in range(k):
+                p = torch.softmax(logits[i].float(), dim=0)
+                total.add(p)
+                if len(models) > 1:
+                    own.add(p)
+            del logits
+        if len(models) > 1:  # running means over models of p̄_m and H[p̄_m]
+            h_m = _entropy(own.mean)
+            if ens_mean is None:
+                ens_mean, ens_h = own.mean, h_m
+            else:
+                ens_mean += (own.mean - ens_mean) / (m_idx + 1)
+                ens_h += (h_m - ens_h) / (m_idx + 1)
+    return _finish(total, ens_mean, ens_h, shape, n_mc, len(models))
+
+
+def _forward(net: nn.Module, x: torch.Tensor, k: int, mc: bool, seed: int,
+             dev: torch.device) -> torch.Tensor:
+    batch = x.expand(k, *x.shape[1:])
+    with torch.inference_mode(), seeded_torch(seed, dev):
+        if not mc:
+            saved = {m: m.training for m in net.modules()}
+            try:
+                net.eval()
+                return net(batch)
+            finally:
+                for m, flag in saved.items():
+                    m.train(flag)
+        with mc_dropout_mode(net):
+            return net(batch)
+
+
+def _finish(total: _Welford, ens_mean, ens_h, shape, n_mc: int, n_models: int) -> VoxelMaps:
+    proba = total.mean
+    entropy = _entropy(proba)
+    mi = (entropy - total.h).clamp_min(0.0)
+    seg = proba.argmax(0)
+    var = (total.m2 / total.n).clamp_min(0.0)
+    std = var.gather(0, seg[None])[0].sqrt()
+    dis = None
+    if ens_mean is not None:
+        dis = (_entropy(ens_mean) - ens_h).clamp_min(0.0)
+
+    def out(t: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(crop_to(t.float().cpu().numpy(), shape))
+
+    return VoxelMaps(out(proba), out(seg).astype(np.uint8), out(entropy), out(mi), out(std),
+                     None if dis is None else out(dis), n_mc, n_models)

@@ -1,0 +1,311 @@
+"""``calipers predict``: segment every image of a folder, with per-voxel uncertainty maps.
+
+# NOTE [Segmentation checkpoint]
+A checkpoint is one ``torch.save`` of plain types, loadable with ``weights_only=True``::
+
+    {"format": "calipers-segmentation-checkpoint", "version": 1,
+     "model": "calipers.models:UNet", "args": {...},          # the network spec
+     "n_classes": 3, "label_values": [0, 1, 2], "input_shape": [1, 48, 64, 48],
+     "multiple": 16, "normalize": "zscore", "kind": "nifti",
+     "state_dicts": [{...}, ...],                             # one per fold: an ensemble
+     "source": {"run": "...", "network": "A", "folds": [0, 1, 2, 3, 4]}}
+
+A run folder gives the same information: ``config.toml`` (spec), ``segmentation.json`` (data)
+and ``<network>/fold-XX/model.pt``.
+
+Outputs per input ``NAME`` (NIfTI keeps the source affine and header; PNG for 2-D PNG input):
+``NAME_seg`` (stored label values), ``NAME_entropy``, ``NAME_mi``, ``NAME_std`` and, for an
+ensemble, ``NAME_disagreement`` (see ``segmentation.maps``). PNG maps are 16-bit:
+``value = round(65535 · u / scale)`` with scale ``log C`` for entropy, MI and disagreement and
+0.5 for std. ``summary.csv`` has one row per input (status ``ok`` or the error).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from calipers._device import resolve_device
+from calipers._seeds import child_seed
+from calipers.exceptions import DataError
+from calipers.models import build_network
+from calipers.runs import atomic_write_bytes, atomic_write_text, fold_dir, read_json
+from calipers.segmentation.data import Image, image_kind, normalize_intensity, read_image
+from calipers.segmentation.maps import VoxelMaps, mc_segment
+
+__all__ = ["CHECKPOINT_FORMAT", "PredictResult", "Predictor", "export_checkpoint",
+           "load_predictor", "predict_folder"]
+
+CHECKPOINT_FORMAT = "calipers-segmentation-checkpoint"
+_META = ("model", "args", "n_classes", "label_values", "input_shape", "multiple", "normalize",
+         "kind")
+_CSV_COLS = ("file", "status", "shape", "n_models", "n_mc", "foreground_voxels",
+             "mean_entropy_fg", "mean_mutual_info_fg", "mean_std_fg", "mean_disagreement_fg")
+
+
+@dataclass(frozen=True, eq=False)
+class Predictor:
+    """Trained segmentation networks (one, or the folds of a run as an ensemble) and their data
+    conventions (NOTE [Segmentation checkpoint])."""
+
+    models: tuple[nn.Module, ...] = field(repr=False)
+    meta: dict[str, Any] = field(repr=False)
+    source: dict[str, Any]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.meta["input_shape"]) - 1
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint dict (plain types and tensors)."""
+        return {"format": CHECKPOINT_FORMAT, "version": 1,
+                **{k: self.meta[k] for k in _META},
+                "state_dicts": [{k: v.detach().cpu() for k, v in m.state_dict().items()}
+                                for m in self.models],
+                "source": dict(self.source)}
+
+
+def _build(meta: dict[str, Any], states: list[dict[str, torch.Tensor]],
+           device: torch.device) -> tuple[nn.Module, ...]:
+    models = []
+    for state in states:
+        net = build_network(meta["model"], meta["args"], input_shape=meta["input_shape"],
+                            n_outputs=meta["n_classes"])
+        net.load_state_dict(state)
+        models.append(net.to(device).eval())
+    return tuple(models)
+
+
+def _run_meta(run_dir: Path, network: str | None) -> tuple[str, dict[str, Any], list[int]]:
+    if not (run_dir / "segmentation.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a segmentation run folder (no "
+                                "segmentation.json); train one with `calipers cv CONFIG.toml`.")
+    cfg = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    nets = list(cfg.get("networks", {}))
+    if network is None:
+        best = read_json(run_dir / "summary.json").get("best") if (
+            run_dir / "summary.json").is_file() else None
+        network = best if best in nets else nets[0]
+    elif network not in nets:
+        raise ValueError(f"network {network!r} is not in {run_dir}; it has {', '.join(nets)}.")
+    info = read_json(run_dir / "segmentation.json")
+    spec = cfg["networks"][network]
+    meta = {"model": spec["model"], "args": dict(spec.get("args", {})), **{
+        k: info[k] for k in _META if k not in ("model", "args")}}
+    folds = [j for j in range(1000) if (fold_dir(run_dir, network, j) / "model.pt").is_file()]
+    if not folds:
+        raise FileNotFoundError(f"{run_dir}/{network} holds no fold-XX/model.pt; finish the run "
+                                "with `calipers cv` first.")
+    return network, meta, folds
+
+
+def load_predictor(
+    source: str | Path,
+    *,
+    network: str | None = None,
+    folds: list[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> Predictor:
+    """Load a checkpoint file or a run folder (every fold of ``network``: an ensemble).
+
+    ``network`` defaults to the run's chosen network (``summary.json`` ``best``), else the first.
+    """
+    source = Path(source)
+    dev = resolve_device(device)
+    if source.is_dir():
+        name, meta, available = _run_meta(source, network)
+        use = available if folds is None else [int(j) for j in folds]
+        missing = sorted(set(use) - set(available))
+        if missing:
+            raise FileNotFoundError(f"{source}/{name}: folds {missing} have no model.pt; "
+                                    f"available: {available}.")
+        states = [torch.load(fold_dir(source, name, j) / "model.pt", map_location="cpu",
+                             weights_only=True) for j in use]
+        src = {"run": str(source), "network": name, "folds": use}
+        return Predictor(_build(meta, states, dev), meta, src)
+    if not source.is_file():
+        raise FileNotFoundError(f"--model {source} is neither a run folder nor a checkpoint file.")
+    try:
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{source}: cannot load as a checkpoint ({type(exc).__name__}: {exc}).") \
+            from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{source} is not a calipers segmentation checkpoint (no format "
+                        f"{CHECKPOINT_FORMAT!r}); export one with "
+                        "calipers.segmentation.export_checkpoint(run_dir, fold, path).")
+    meta = {k: ckpt[k] for k in _META}
+    return Predictor(_build(meta, list(ckpt["state_dicts"]), dev), meta,
+                     dict(ckpt.get("source", {})))
+
+
+def export_checkpoint(run_dir: str | Path, fold: int | None, path: str | Path, *,
+                      network: str | None = None) -> Path:
+    """Write one self-describing checkpoint file from a run (``fold=None``: all folds).
+
+    See NOTE [Segmentation checkpoint]; the file loads with ``torch.load(weights_only=True)``.
+    """
+    pred = load_predictor(run_dir, network=network, folds=None if fold is None else [fold])
+    buf = io.BytesIO()
+    torch.save(pred.to_checkpoint(), buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict_folder` did: files written, files skipped and why."""
+
+    out_dir: Path
+    done: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+    n_models: int
+    n_mc: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "done": list(self.done),
+                "failed": [{"file": f, "error": e} for f, e in self.failed],
+                "n_models": self.n_models, "n_mc": self.n_mc}
+
+
+def _nifti_bytes(arr: np.ndarray, src: Image, dtype: type) -> bytes:
+    import nibabel as nib
+
+    header = src.header.copy()
+    header.set_data_dtype(dtype)
+    img = nib.Nifti1Image(np.asarray(arr, dtype=dtype), src.affine, header)
+    img.header.set_slope_inter(1.0, 0.0)
+    return gzip.compress(img.to_bytes(), compresslevel=6)
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_maps(out_dir: Path, stem: str, src: Image, maps: VoxelMaps,
+                meta: dict[str, Any]) -> None:
+    values = np.asarray(meta["label_values"])
+    seg = values[maps.segmentation]
+    scale = {"entropy": math.log(meta["n_classes"]), "mi": math.log(meta["n_classes"]),
+             "std": 0.5, "disagreement": math.log(meta["n_classes"])}
+    layers = {"entropy": maps.entropy, "mi": maps.mutual_info, "std": maps.std,
+              "disagreement": maps.disagreement}
+    files: dict[str, bytes] = {}
+    if image_kind(src.path) == "nifti":
+        seg_dtype = np.uint8 if values.max() < 256 else np.int16
+        files[f"{stem}_seg.nii.gz"] = _nifti_bytes(seg, src, seg_dtype)
+        for key, m in layers.items():
+            if m is not None:
+                files[f"{stem}_{key}.nii.gz"] = _nifti_bytes(m, src, np.float32)
+    else:
+        files[f"{stem}_seg.png"] = _png_bytes(seg.astype(np.uint8 if values.max() < 256
+                                                         else np.uint16))
+        for key, m in layers.items():
+            if m is not None:
+                u = np.clip(np.rint(65535 * m / scale[key]), 0, 65535).astype(np.uint16)
+                files[f"{stem}_{key}.png"] = _png_bytes(u)
+    for name, data in files.items():
+        atomic_write_bytes(out_dir / name, data)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz", ".nii", ".png"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def _one_file(path: Path, pred: Predictor, out_dir: Path, n_mc: int, seed: int) -> dict:
+    src = read_image(path)
+    if src.data.ndim != pred.ndim:
+        raise DataError(f"{path.name}: a {src.data.ndim}-D image, but the model segments "
+                        f"{pred.ndim}-D images.")
+    x = normalize_intensity(src.data)[None]
+    maps = mc_segment(pred.models, x, n_mc=n_mc, seed=child_seed(seed, path.name),
+                      device="auto", multiple=int(pred.meta["multiple"]),
+                      min_shape=pred.meta["input_shape"][1:])
+    _write_maps(out_dir, _stem(path), src, maps, pred.meta)
+    return {"shape": "x".join(map(str, src.data.shape)), **maps.summary()}
+
+
+def predict_folder(
+    model: str | Path | Predictor,
+    in_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    n_mc: int = 20,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    network: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> PredictResult:
+    """Segment every NIfTI/PNG image in ``in_dir``; write segmentations and uncertainty maps.
+
+    Parameters
+    ----------
+    model : path or Predictor
+        A run folder (its folds form an ensemble whose disagreement is mapped too) or a
+        checkpoint file (NOTE [Segmentation checkpoint]).
+    in_dir, out_dir : path
+        Input folder (not searched recursively); output folder, created if needed.
+    n_mc : int >= 0, default 20
+        MC-dropout passes per model (0: deterministic).
+    seed : int
+        Each file's passes use ``child_seed(seed, file name)``.
+    device : "auto", "cpu", "cuda[:i]"
+    network : str, optional
+        Which network of a run folder (default: the run's chosen one).
+    progress : callable(done, total, file name), optional
+
+    Returns
+    -------
+    PredictResult
+        A file that cannot be read or segmented is listed in ``failed`` and skipped; every
+        output file (and ``summary.csv``) is written atomically.
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise FileNotFoundError(f"--in {in_dir} is not a folder.")
+    pred = model if isinstance(model, Predictor) else load_predictor(
+        model, network=network, device=device)
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and image_kind(p) is not None)
+    if not files:
+        raise FileNotFoundError(f"--in {in_dir} holds no .nii, .nii.gz or .png files.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, done, failed = [], [], []
+    for k, path in enumerate(files):
+        try:
+            row = {"file": path.name, "status": "ok", **_one_file(path, pred, out_dir, n_mc,
+                                                                   seed)}
+            done.append(path.name)
+        except (DataError, ValueError, OSError, RuntimeError) as exc:
+            row = {"file": path.name, "status": f"failed: {exc}"}
+            failed.append((path.name, str(exc)))
+        rows.append(row)
+        if progress is not None:
+            progress(k + 1, len(files), path.name)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_CSV_COLS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+    return PredictResult(out_dir, tuple(done), tuple(failed), len(pred.models), n_mc)

@@ -1,0 +1,76 @@
+"""Cross-validated segmentation runs: the run folder of design §3, metrics, report, repro."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from calipers.config import parse_config
+from calipers.experiment import run_experiment
+from calipers.metrics import dice_per_class
+from calipers.repro import compare_runs_repro
+from calipers.summary import load_cv_result
+
+
+def test_run_folder_layout_and_metrics(seg_run):
+    for f in ("config.toml", "env.json", "folds.json", "metrics.csv", "summary.json",
+              "report.html", "segmentation.json"):
+        assert (seg_run / f).is_file(), f
+    cv = load_cv_result(seg_run)
+    assert cv.task == "segmentation" and len(cv.results["A"]) == 2
+    data_dir = seg_run.parent / "data"
+    names = json.loads((seg_run / "segmentation.json").read_text())["names"]
+    for res in cv.results["A"]:
+        pred = res.predictions
+        n = len(pred["index"])
+        assert pred["labels"].shape == pred["y_true"].shape == (n, 16, 16, 16)
+        assert pred["labels"].dtype == np.uint8 and pred["labels"].max() <= 2
+        dice = []
+        for k, i in enumerate(pred["index"]):  # recompute Dice from the original label files
+            truth = np.asarray(nib.load(data_dir / "labels" / f"{names[i]}.nii.gz").dataobj)
+            s = truth.shape
+            assert tuple(pred["shape"][k]) == s
+            assert pred["labels"][k][s[0]:].sum() == 0  # padding stays background
+            dice.append(dice_per_class(truth, pred["labels"][k][:s[0], :s[1], :s[2]],
+                                       n_classes=3))
+        dice = np.array(dice)
+        assert_allclose(res.metrics["dice_1"], dice[:, 0].mean())
+        assert_allclose(res.metrics["mean_dice"], dice.mean())
+        assert res.metrics["mutual_info"] > 0  # dropout 0.2 with 3 passes
+        assert 0 <= res.metrics["entropy_auroc"] <= 1
+    summary = json.loads((seg_run / "summary.json").read_text())
+    assert summary["metric"] == "mean_dice" and summary["task"] == "segmentation"
+    html = (seg_run / "report.html").read_text()
+    assert "Segmentation and uncertainty" in html and "validation volumes of A" in html
+
+
+def test_repro_of_a_run_with_itself(seg_run):
+    rep = compare_runs_repro(seg_run, seg_run)
+    assert rep.ok and len(rep.segmentation) == 6
+    assert all(v.agreement.mean_dice == 1.0 for v in rep.segmentation)
+
+
+def test_resume_skips_done_folds(seg_run):
+    text = (seg_run / "config.toml").read_text()
+    import tomllib
+
+    cfg = parse_config(tomllib.loads(text))
+    before = (seg_run / "A" / "fold-00" / "model.pt").stat().st_mtime_ns
+    res = run_experiment(cfg, seg_run, report=False)
+    assert all(r.resumed for r in res.cv.results["A"])
+    assert (seg_run / "A" / "fold-00" / "model.pt").stat().st_mtime_ns == before
+
+
+def test_network_without_dropout_is_refused(nifti_set, tmp_path):
+    cfg = parse_config({
+        "data": {"kind": "nifti", "path": str(nifti_set), "task": "segmentation"},
+        "cv": {"folds": 2}, "mc": {"samples": 2},
+        "networks": {"M": {"model": "torch.nn:Conv3d",
+                           "args": {"in_channels": 1, "out_channels": 3, "kernel_size": 1}}},
+    })
+    with pytest.raises(Exception, match="has no dropout module"):
+        run_experiment(cfg, tmp_path / "run")
