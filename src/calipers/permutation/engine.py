@@ -42,7 +42,7 @@ import torch
 from calipers.permutation.design import Relabellings, partition
 
 try:  # numba fuses score, max and count into one pass on the CPU; torch does it otherwise
-    from numba import njit, prange
+    from numba import get_num_threads, njit, prange
 
     _HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised by monkeypatching _HAVE_NUMBA
@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching _HAVE_NUMB
 
 __all__ = ["ContrastNull", "PreparedContrast", "prepare_contrast", "run_contrast"]
 
-_TILE_ELEMENTS = 1 << 19  # scores per GEMM tile (Pc·m × Vt), ~2 MiB in float32: fits in L2
+_TILE_ELEMENTS = 1 << 20  # scores per GEMM tile (Pc·m × Vt), 4 MiB in float32 (measured best)
 _FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
 
 
@@ -293,7 +293,13 @@ def _chunk_torch(prep, left, y_hat, obs, ident, abs_scores, counts, tile, maps):
     return running
 
 
-_FUSED_BLOCK = 64  # voxels per numba work item
+_FUSED_BLOCK = 64  # fewest voxels per numba work item
+
+
+def _fused_block(tile: int) -> int:
+    """Voxels per work item: one item per numba thread and tile (few, long items win)."""
+    per_thread = -(-tile // max(1, get_num_threads()))
+    return max(_FUSED_BLOCK, -(-per_thread // 16) * 16)
 
 
 def _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile):
@@ -302,13 +308,17 @@ def _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile):
     n_rel = left.shape[0] // width
     is_ident = np.zeros(n_rel, dtype=np.bool_)
     is_ident[ident.numpy()] = True
-    blockmax = np.full(((tile + _FUSED_BLOCK - 1) // _FUSED_BLOCK, n_rel), -np.inf, np.float32)
+    block = _fused_block(tile)
+    blockmax = np.full(((tile + block - 1) // block, n_rel), -np.inf, np.float32)
     obs_np, counts_np = obs.numpy(), counts.numpy()
+    buf = torch.empty(left.shape[0], tile, dtype=left.dtype)  # reused: no page faults per tile
     for v0 in range(0, n_vox, tile):
         v1 = min(v0 + tile, n_vox)
-        g = torch.matmul(left, y_hat[:, v0:v1]).numpy().reshape(n_rel, width, v1 - v0)
+        out = buf[:, : v1 - v0] if v1 - v0 == tile else torch.empty(left.shape[0], v1 - v0)
+        torch.matmul(left, y_hat[:, v0:v1], out=out)
+        g = out.numpy().reshape(n_rel, width, v1 - v0)
         _fused_reduce(g, prep.k, prep.kind == "t", obs_np[v0:v1], is_ident, abs_scores, blockmax,
-                      counts_np[v0:v1], _FUSED_BLOCK)
+                      counts_np[v0:v1], block)
     return torch.from_numpy(blockmax.max(axis=0))
 
 
@@ -328,12 +338,22 @@ if _HAVE_NUMBA:
             nb = v1 - v0
             den = np.empty(nb, np.float32)
             s = np.empty(nb, np.float32)
+            cnt = np.zeros(nb, np.int32)  # local counts: no int64 read-modify-write per score
+            o = obs[v0:v1]
             for p in range(n_rel):
                 m = blockmax[b, p]
                 if is_ident[p]:  # NOTE [Identity counts in the null]
                     for i in range(nb):
-                        m = max(m, obs[v0 + i])
-                        counts[v0 + i] += 1
+                        m = max(m, o[i])
+                        cnt[i] += 1
+                    blockmax[b, p] = m
+                    continue
+                if width == 1 and is_t and not absval:  # the common one-column t: no copy
+                    row = g[p, 0, v0:v1]
+                    for i in range(nb):
+                        x = row[i]
+                        m = max(m, x)
+                        cnt[i] += np.int32(x >= o[i])
                     blockmax[b, p] = m
                     continue
                 if width == 1 and is_t:
@@ -361,8 +381,10 @@ if _HAVE_NUMBA:
                         s[i] = abs(s[i])
                 for i in range(nb):
                     m = max(m, s[i])
-                    counts[v0 + i] += s[i] >= obs[v0 + i]
+                    cnt[i] += np.int32(s[i] >= o[i])
                 blockmax[b, p] = m
+            for i in range(nb):
+                counts[v0 + i] += cnt[i]
 
 
 def _identity_rows(rows: np.ndarray, flip: bool) -> np.ndarray:
