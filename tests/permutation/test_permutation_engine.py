@@ -291,3 +291,23 @@ def test_f_test_of_one_contrast_is_two_sided_t(rng, nuisance):
     assert_allclose(res.f[0], res.t[0] ** 2, rtol=1e-10)
     assert_allclose(res.max_null[1], two.max_null[0] ** 2, rtol=1e-4)
     assert_array_equal(res.p_fwe[1], two.p_fwe[0])
+
+
+def test_constant_nuisance_dropped_under_permutation_changes_nothing(monkeypatch):
+    """NOTE [Constant nuisance under permutation]: same p-values as keeping the column."""
+    import calipers.permutation.engine as engine
+
+    rng = np.random.default_rng(1)
+    n = 15
+    y = rng.normal(size=(n, 300))
+    x = np.c_[rng.normal(size=n), np.ones(n), rng.normal(size=(n, 2))]
+    z = x[:, 1:]
+    dropped = engine._drop_constant(np.linalg.qr(z)[0])
+    assert dropped.shape == (n, 2)
+    np.testing.assert_allclose(dropped.T @ np.ones(n), 0, atol=1e-12)
+    fast = permutation_test(y, x, [[1, 0, 0, 0]], n_permutations=500, seed=3)
+    monkeypatch.setattr(engine, "_drop_constant", lambda q: q)
+    full = permutation_test(y, x, [[1, 0, 0, 0]], n_permutations=500, seed=3)
+    np.testing.assert_array_equal(fast.p_fwe, full.p_fwe)
+    np.testing.assert_array_equal(fast.p_uncorrected, full.p_uncorrected)
+    np.testing.assert_allclose(fast.max_null[0], full.max_null[0], rtol=1e-5)

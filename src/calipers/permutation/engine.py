@@ -125,6 +125,7 @@ def prepare_contrast(
     norms = np.sqrt(np.einsum("ij,ij->j", y_r, y_r))
     y_hat = y_r / np.where(norms > 0, norms, 1.0)
     a = qx.T @ y_hat
+    qz_perm = qz if flip else _drop_constant(qz)
     df = n - p
     if is_t:
         score = a[0]
@@ -139,11 +140,33 @@ def prepare_contrast(
         flip=flip,
         k=k,
         df=df,
-        basis=np.concatenate([qx, qz], axis=1),
+        basis=np.concatenate([qx, qz_perm], axis=1),
         y_hat=y_hat,
         score=score,
         stat=stat,
     )
+
+
+def _drop_constant(qz: np.ndarray) -> np.ndarray:
+    """Nuisance basis without the constant direction, when the constant lies in its span.
+
+    # NOTE [Constant nuisance under permutation]
+    Freedman–Lane needs the projection of the relabelled data on every permuted basis column.
+    A permutation maps the constant vector 1 onto itself, and the residualised data are
+    orthogonal to it, so its projection is exactly 0 for every permutation (within blocks too)
+    and its GEMM rows can be dropped: a design with an intercept and q covariates costs q, not
+    q + 1, rows per relabelling. Sign flips do not preserve 1, so they keep every column.
+    """
+    n = qz.shape[0]
+    if qz.shape[1] == 0:
+        return qz
+    one = np.full((n, 1), 1.0 / np.sqrt(n))
+    inside = qz.T @ one
+    if abs(float((inside.T @ inside)[0, 0]) - 1.0) > 1e-10:  # constant not in the nuisance span
+        return qz
+    rest = qz - one @ (one.T @ qz)  # the span of qz minus the constant direction
+    u, sv, _ = np.linalg.svd(rest, full_matrices=False)
+    return u[:, sv > 1e-8 * max(1.0, float(sv.max(initial=0.0)))]
 
 
 def _t_from_score(score, df, *, xp):
@@ -352,6 +375,20 @@ if _HAVE_NUMBA:
                     row = g[p, 0, v0:v1]
                     for i in range(nb):
                         x = row[i]
+                        m = max(m, x)
+                        cnt[i] += np.int32(x >= o[i])
+                    blockmax[b, p] = m
+                    continue
+                if is_t and not absval and k == 1:  # t with nuisance: row slices, one pass
+                    for i in range(nb):
+                        den[i] = np.float32(1.0)
+                    for j in range(1, width):
+                        r = g[p, j, v0:v1]
+                        for i in range(nb):
+                            den[i] -= r[i] * r[i]
+                    row = g[p, 0, v0:v1]
+                    for i in range(nb):
+                        x = row[i] / np.sqrt(max(den[i], np.float32(1e-12)))
                         m = max(m, x)
                         cnt[i] += np.int32(x >= o[i])
                     blockmax[b, p] = m
