@@ -103,6 +103,14 @@ def run_experiment(
         cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
                             tau=config.mc.tau, seed=config.cv.seed, run_dir=run_dir,
                             progress=progress)
+    return finish_run(config, run_dir, cv, report=report)
+
+
+def finish_run(
+    config: ExperimentConfig, run_dir: Path, cv: CVResult, *, report: bool = True
+) -> ExperimentResult:
+    """Summarise a finished cross-validation, write ``metrics.csv``, ``summary.json`` and
+    (``report=True``) ``report.html``; shared by every task."""
     c = config.compare
     summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, seed=config.cv.seed)
     write_summary(run_dir, cv, summary)

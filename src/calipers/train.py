@@ -62,8 +62,24 @@ class FitResult:
         return asdict(self)
 
 
+_TASKS = ("classification", "regression", "segmentation")
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def _loss_fn(task: str) -> nn.Module:
+    if task == "segmentation":
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(to_onehot_y=True, softmax=True)  # targets (B, 1, *S) class indices
     return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+
+
+def _targets(y: np.ndarray | torch.Tensor, task: str) -> torch.Tensor:
+    if task == "regression":
+        yt = torch.as_tensor(np.asarray(y), dtype=torch.float32)
+        return yt[:, None] if yt.ndim == 1 else yt
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    return yt[:, None] if task == "segmentation" else yt  # segmentation: a channel axis
 
 
 def fit(
@@ -84,8 +100,9 @@ def fit(
         A freshly built network; it is moved to the device and left there in train mode.
     X : array of shape (n_samples, *sample_shape)
     y : array of shape (n_samples,) class indices, or (n_samples,) / (n_samples, k) targets
-    task : {"classification", "regression"}
-        Cross-entropy on logits, or mean squared error.
+    task : {"classification", "regression", "segmentation"}
+        Cross-entropy on logits, mean squared error, or MONAI's Dice + cross-entropy on
+        per-voxel logits ``(N, C, *S)`` with ``y`` of shape ``(N, *S)``.
     options : TrainOptions
     seed : int
         Seeds the data order (and, on CUDA, nothing else is random: dropout draws use the
@@ -98,13 +115,11 @@ def fit(
     FitResult
     """
     opts = options or TrainOptions()
-    task = _look_up_option(task, ("classification", "regression"), what="task")
+    task = _look_up_option(task, _TASKS, what="task")
     device = resolve_device(opts.device)
     Xt = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long if task == "classification"
-                         else torch.float32)
-    if task == "regression" and yt.ndim == 1:
-        yt = yt[:, None]
+    yt = _targets(y, task)
+    has_bn = any(isinstance(m, _BATCHNORMS) for m in model.modules())
     model.to(device).train()
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     loss_fn = _loss_fn(task)
@@ -119,7 +134,7 @@ def fit(
         total = 0.0
         for start in range(0, n, opts.batch_size):
             idx = order[start:start + opts.batch_size]
-            if idx.numel() < 2 and n > 1 and start > 0:
+            if has_bn and idx.numel() < 2 and start > 0:
                 continue  # a last batch of one sample breaks BatchNorm; skip it
             xb = Xt[idx].to(device, non_blocking=True)
             yb = yt[idx].to(device, non_blocking=True)

@@ -38,7 +38,7 @@ from calipers.cv import (
 from calipers.determinism import deterministic
 from calipers.env import fingerprint
 from calipers.exceptions import ConfigError
-from calipers.experiment import ExperimentResult, _check_resume
+from calipers.experiment import ExperimentResult, _check_resume, finish_run
 from calipers.folds import make_folds
 from calipers.metrics import dice_per_class, uncertainty_auroc
 from calipers.models import build_network
@@ -46,7 +46,6 @@ from calipers.runs import atomic_write_json, atomic_write_text, fold_done
 from calipers.segmentation.data import SegmentationData, crop_to, load_segmentation, pad_to
 from calipers.segmentation.maps import mc_segment
 from calipers.segmentation.train import fit_segmentation
-from calipers.summary import summarize, write_summary
 from calipers.train import TrainOptions
 from calipers.uncertainty import has_dropout
 
@@ -194,12 +193,4 @@ def run_segmentation_experiment(
                     progress.fold_end(res)
     cv = CVResult(folds, "segmentation", {k: tuple(v) for k, v in results.items()},
                   time.perf_counter() - t0)
-    c = config.compare
-    summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, seed=config.cv.seed)
-    write_summary(run_dir, cv, summary)
-    report_path = None
-    if report:
-        from calipers.report import write_report
-
-        report_path = write_report(run_dir)
-    return ExperimentResult(run_dir, cv, summary, report_path)
+    return finish_run(config, run_dir, cv, report=report)
