@@ -62,7 +62,8 @@ class _RichCVProgress:
 def _render_summary(summary) -> None:
     d = summary.to_dict()
     metric = d["metric"]
-    pct = metric in ("accuracy",)
+    from calipers.metrics import METRICS
+
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
     table.add_column("network")
     for m in (metric, *(m for m in ("nll", "ece", "entropy", "rmse", "gaussian_nll")
@@ -73,7 +74,7 @@ def _render_summary(summary) -> None:
         cells = []
         for m in cols:
             s = per[m]
-            k = 100 if (m == metric and pct) else 1
+            k = 100 if m in METRICS and METRICS[m].percent_points else 1
             unit = "%" if k == 100 else ""
             cells.append(f"{k * s['mean']:.2f}{unit} ± {k * s['std']:.2f} "
                          f"[{k * s['ci_low']:.2f}, {k * s['ci_high']:.2f}]")
