@@ -94,3 +94,12 @@ def test_env_json_has_versions():
     env = json.loads(res.output)
     assert env["packages"]["torch"] == torch.__version__
     assert env["cuda_available"] == torch.cuda.is_available()
+
+
+def test_network_without_dropout_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "e.toml").write_text('[cv]\nfolds = 2\n[mc]\nsamples = 5\n'
+                                     '[networks.plain]\nmodel = "torch.nn:Identity"\n')
+    res = runner.invoke(app, ["cv", str(tmp_path / "e.toml"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "network 'plain'" in res.output and "[mc] samples = 0" in res.output
+    assert not (tmp_path / "o").exists()

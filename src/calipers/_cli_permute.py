@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 __all__ = ["permute"]
 
@@ -82,7 +83,7 @@ def permute(
                 tfce_H=tfce_h, tfce_E=tfce_e, tfce_connectivity=tfce_c, progress=_update,
             )
     except (ValueError, FileNotFoundError, OSError) as exc:
-        err.print(f"[red]Error:[/red] {exc}", highlight=False)
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
     for w in caught:
         err.print(f"[yellow]Note:[/yellow] {w.message}", highlight=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 __all__ = ["main", "predict"]
 
@@ -49,10 +50,10 @@ def predict(
             res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
                                  progress=step)
     except (ValueError, FileNotFoundError, DataError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     for name, why in res.failed:
-        err.print(f"[bold red]skipped[/] {name}: {why}", highlight=False)
+        err.print(f"[bold red]skipped[/] {escape(str(name))}: {escape(str(why))}", highlight=False)
     err.print(f"{len(res.done)} segmented ({res.n_models} model(s) × {res.n_mc} passes), "
               f"{len(res.failed)} failed; outputs in {res.out_dir}", highlight=False)
     if res.failed:

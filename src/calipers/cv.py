@@ -8,7 +8,7 @@ interrupted run finishes the missing folds and gives the same results as an unin
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -212,12 +212,16 @@ def cross_validate(
     seed: int = 0,
     run_dir: str | Path | None = None,
     progress: CVProgress | None = None,
+    fold_fn: Callable[..., FoldResult] | None = None,
 ) -> CVResult:
     """Train and evaluate every network on every split of ``folds`` (the same for all).
 
     With ``run_dir``, each finished fold is saved (predictions, weights, metrics; atomically)
     and folds already saved there are loaded instead of recomputed, so an interrupted run resumes.
+    ``fold_fn(spec, data, progress=...)`` is the fold task, :func:`run_fold` by default
+    (segmentation passes its own).
     """
+    fold_fn = fold_fn or run_fold
     if folds.n_samples != data.n_samples:
         raise ValueError(f"folds index {folds.n_samples} samples; the data set has "
                          f"{data.n_samples}.")
@@ -234,7 +238,7 @@ def cross_validate(
                 spec = FoldSpec(name, net, j, tr, te, seed, options, n_mc, tau)
                 if progress is not None:
                     progress.fold_start(name, j, len(folds), options.epochs)
-                res = run_fold(spec, data, progress=progress)
+                res = fold_fn(spec, data, progress=progress)
                 if run_path is not None:
                     _save_fold(run_path, res, spec)
             results[name].append(res)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calipers.config import ExperimentConfig, parse_config
-from calipers.cv import CVProgress, CVResult, NetworkSpec, cross_validate
+from calipers.cv import CVProgress, CVResult, NetworkSpec, _check_networks, cross_validate
 from calipers.data import load_dataset
 from calipers.determinism import deterministic
 from calipers.env import fingerprint
@@ -90,13 +90,14 @@ def run_experiment(
                            seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups)
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
+    networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
+    _check_networks(networks, data, config.mc.samples)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     with deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():  # the first session's environment is kept
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())

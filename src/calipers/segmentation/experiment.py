@@ -18,7 +18,6 @@ classes, label values, the padded input shape and the padding multiple.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,7 @@ import numpy as np
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.config import ExperimentConfig
-from calipers.cv import (
-    CVProgress,
-    CVResult,
-    FoldResult,
-    FoldSpec,
-    NetworkSpec,
-    _load_fold,
-    _save_fold,
-)
+from calipers.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, cross_validate
 from calipers.determinism import deterministic
 from calipers.env import fingerprint
 from calipers.exceptions import ConfigError
@@ -42,7 +33,7 @@ from calipers.experiment import ExperimentResult, _check_resume, finish_run
 from calipers.folds import make_folds
 from calipers.metrics import dice_per_class, uncertainty_auroc
 from calipers.models import build_network
-from calipers.runs import atomic_write_json, atomic_write_text, fold_done
+from calipers.runs import atomic_write_json, atomic_write_text
 from calipers.segmentation.data import SegmentationData, crop_to, load_segmentation, pad_to
 from calipers.segmentation.maps import mc_segment
 from calipers.segmentation.train import fit_segmentation
@@ -172,25 +163,10 @@ def run_segmentation_experiment(
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    t0 = time.perf_counter()
-    results: dict[str, list[FoldResult]] = {name: [] for name in networks}
     with deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
-        for name, net in networks.items():
-            for j, (tr, te) in enumerate(folds):
-                if fold_done(run_dir, name, j):
-                    res = _load_fold(run_dir, name, j)
-                else:
-                    spec = FoldSpec(name, net, j, tr, te, config.cv.seed, options,
-                                    config.mc.samples, None)
-                    if progress is not None:
-                        progress.fold_start(name, j, len(folds), options.epochs)
-                    res = run_segmentation_fold(spec, data, progress=progress)
-                    _save_fold(run_dir, res, spec)
-                results[name].append(res)
-                if progress is not None:
-                    progress.fold_end(res)
-    cv = CVResult(folds, "segmentation", {k: tuple(v) for k, v in results.items()},
-                  time.perf_counter() - t0)
+        cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
+                            seed=config.cv.seed, run_dir=run_dir, progress=progress,
+                            fold_fn=run_segmentation_fold)
     return finish_run(config, run_dir, cv, report=report)
