@@ -81,27 +81,25 @@ def env(
     _console.print(table)
 
 
+def _print_diffs(diffs, title: str, fmt, identical: str) -> None:
+    """A key / A / B table of differences, or the ``identical`` line when there are none."""
+    if not diffs:
+        _console.print(identical)
+        return
+    t = Table(title=title)
+    for col in ("key", "A", "B"):
+        t.add_column(col)
+    for x in diffs:
+        t.add_row(x["key"], fmt(x["a"]), fmt(x["b"]))
+    _console.print(t)
+
+
 def _render_repro(report) -> None:
     d = report.to_dict()
     _console.print(f"[bold]A:[/] {d['run_a']}\n[bold]B:[/] {d['run_b']}", highlight=False)
-    if d["config_diffs"]:
-        t = Table(title="configuration differences")
-        for col in ("key", "A", "B"):
-            t.add_column(col)
-        for x in d["config_diffs"]:
-            t.add_row(x["key"], repr(x["a"]), repr(x["b"]))
-        _console.print(t)
-    else:
-        _console.print("configs: identical")
-    if d["env_diffs"]:
-        t = Table(title="environment differences (informational)")
-        for col in ("key", "A", "B"):
-            t.add_column(col)
-        for x in d["env_diffs"]:
-            t.add_row(x["key"], str(x["a"]), str(x["b"]))
-        _console.print(t)
-    else:
-        _console.print("environment: identical (creation time not compared)")
+    _print_diffs(d["config_diffs"], "configuration differences", repr, "configs: identical")
+    _print_diffs(d["env_diffs"], "environment differences (informational)", str,
+                 "environment: identical (creation time not compared)")
     _console.print(f"folds: {'identical' if d['folds_match'] else 'DIFFERENT'};  metrics.csv: "
                    f"{'bit-identical' if d['metrics_csv_identical'] else 'differs'}")
     worst: dict[str, float] = {}
