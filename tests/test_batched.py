@@ -45,20 +45,23 @@ def _reference_fit(m: Member, arch: MLPArch, opts: TrainOptions):
     X = torch.as_tensor(m.X, dtype=torch.float32)
     y = torch.as_tensor(m.y, dtype=torch.float32).reshape(len(X), -1)
     n, U = len(X), arch.n_units
-    gen = torch.Generator().manual_seed(child_seed(m.seed, "train"))
-    block = max(1, (1 << 18) // (n * (1 + U)))
+    gen = np.random.Generator(np.random.PCG64(child_seed(m.seed, "train")))
+    block = max(1, (1 << 19) // (n * (4 + 2 * U)))
+    r = round(65536 * m.dropout)
     for epoch in range(opts.epochs):
         if epoch % block == 0:
-            u_all = torch.rand(min(block, opts.epochs - epoch), n, 1 + U, generator=gen)
-        u = u_all[epoch % block]
-        order = torch.argsort(u[:, 0], stable=True)
+            e = min(block, opts.epochs - epoch)
+            keys = np.frombuffer(gen.bytes(4 * e * n), dtype="<u4").reshape(e, n)
+            u_all = np.frombuffer(gen.bytes(2 * e * n * U), dtype="<u2").reshape(e, n, U)
+        order = torch.as_tensor(np.argsort(keys[epoch % block], kind="stable"))
+        u = torch.as_tensor(u_all[epoch % block].astype(np.int64))
         for s in range(0, n, opts.batch_size):
             idx = order[s:s + opts.batch_size]
-            masks = u[s:s + len(idx), 1:]
+            masks = u[s:s + len(idx)]
             h, off = X[idx], 0
             for k, lin in enumerate(layers):
                 w = h.shape[1]
-                h = h * (masks[:, off:off + w] >= m.dropout) / (1 - m.dropout)
+                h = h * (masks[:, off:off + w] >= r) * (65536 / (65536 - r))
                 off += w
                 h = lin(h)
                 h = torch.relu(h) if k < len(layers) - 1 else h
@@ -110,15 +113,18 @@ def _reference_mc(fit, X, arch, n_mc, seed):
     """One pass at a time with the member's MC generator (chunk layout of NOTE [Member
     randomness]); returns (T, n) standardised predictions."""
     n, U = len(X), arch.n_units
-    k = max(1, (1 << 18) // (n * U))
-    gen = torch.Generator().manual_seed(child_seed(seed, "mc"))
-    u = torch.cat([torch.rand(min(k, n_mc - d), n, U, generator=gen) for d in range(0, n_mc, k)])
+    k = max(1, (1 << 19) // (2 * n * U))
+    gen = np.random.Generator(np.random.PCG64(child_seed(seed, "mc")))
+    u = np.concatenate([np.frombuffer(gen.bytes(2 * min(k, n_mc - d) * n * U), dtype="<u2")
+                        .reshape(-1, n, U) for d in range(0, n_mc, k)])
+    u = torch.as_tensor(u.astype(np.int64))
+    r = round(65536 * fit.dropout)
     outs = []
     for t in range(n_mc):
         h, off = torch.as_tensor(X), 0
         for j, (w, b) in enumerate(fit.weights):
             width = h.shape[1]
-            h = h * (u[t, :, off:off + width] >= fit.dropout) / (1 - fit.dropout)
+            h = h * (u[t, :, off:off + width] >= r) * (65536 / (65536 - r))
             off += width
             h = h @ torch.as_tensor(w) + torch.as_tensor(b)
             h = torch.relu(h) if j < len(fit.weights) - 1 else h
@@ -155,7 +161,7 @@ def test_errors(rng):
     with pytest.raises(ValueError, match="at least one hidden width"):
         MLPArch(3, ())
     fit = fit_members([m], ARCH, options=TrainOptions(epochs=1, device="cpu"))[0]
-    with pytest.raises(ValueError, match="n_mc must be an integer >= 1; got 0"):
-        mc_members([MCTask(fit, m.X)], ARCH, n_mc=0)
+    with pytest.raises(ValueError, match="n_mc must be an integer >= 0; got -1"):
+        mc_members([MCTask(fit, m.X)], ARCH, n_mc=-1)
     with pytest.raises(ValueError, match=r"tau and y_std must be positive and finite; got tau=0"):
         mc_members([MCTask(fit, m.X, m.y, tau=0.0)], ARCH, n_mc=2)

@@ -119,10 +119,11 @@ def test_regression_hand_values():
 
 def test_registry():
     assert set(M.METRICS) == {"accuracy", "nll", "brier", "ece", "rmse", "gaussian_nll",
-                              "mean_dice", "entropy_auroc"}
+                              "log_likelihood", "mean_dice", "entropy_auroc"}
     higher = {n for n, m in M.METRICS.items() if m.higher_is_better}
-    assert higher == {"accuracy", "mean_dice", "entropy_auroc"}
-    assert {n for n, m in M.METRICS.items() if m.task == "regression"} == {"rmse", "gaussian_nll"}
+    assert higher == {"accuracy", "log_likelihood", "mean_dice", "entropy_auroc"}
+    assert {n for n, m in M.METRICS.items() if m.task == "regression"} == {
+        "rmse", "gaussian_nll", "log_likelihood"}
     assert {n for n, m in M.METRICS.items() if m.task == "segmentation"} == {
         "mean_dice", "entropy_auroc"}
     assert M.get_metric("ece", task="classification").percent_points

@@ -1,32 +1,38 @@
 """Gal & Ghahramani's UCI regression table, reproduced with the 2018 grid-search protocol.
 
-Per data set: the paper's 20 splits, per split a 4 × 3 grid (dropout × tau) trained on the first
-80 % of the training split and chosen by validation MC log likelihood, a refit on the whole
-training split, T = 10,000 MC test passes; 1 hidden layer of 50 units, batch 128, Adam, 4000
-epochs (40 × ``--epochx 100``, the multiplier recorded in the paper's result file names).
+Runs the documented configs ``examples/uci/<name>.toml`` through :func:`run_experiment` (the
+same as ``calipers cv examples/uci/<name>.toml --out runs/uci-<name>``): the paper's 20 splits,
+per split a 4 × 3 grid (dropout × tau) trained on the first 80 % of the training split and chosen
+by validation MC log likelihood, a refit on the whole training split, T = 10,000 MC test passes;
+1 hidden layer of 50 units, batch 128, Adam, 4000 epochs; every split and grid point trained at
+once (``calipers.batched``).
 
     make validate-uci                                 # full protocol, all five data sets
     CALIPERS_UCI_EPOCHS=400 CALIPERS_UCI_DATASETS=yacht,bostonHousing make validate-uci
 
-Writes ``bench/results/batched_uci_<name>.json``. The published-number check (within 2 standard
+Run folders go to ``runs/uci-<name>[-e<epochs>-mc<T>-sel<T_select>]`` (resumable); the table row to
+``bench/results/batched_uci_<name>.json``. The published-number check (within 2 standard
 errors, or better) is asserted only for the full protocol (epochs ≥ 4000, T = 10,000).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
+import platform
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from calipers.config import load_config
+from calipers.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from bench_batched import UCI, load_uci  # noqa: E402
-
-from calipers.search import SearchOptions, search_regression  # noqa: E402
+UCI = Path(os.environ.get("CALIPERS_UCI", ROOT.parent / "shared" / "data" / "uci"))
 
 # Grid-search results from the paper repository's readme (see ../shared/data/uci/SOURCE.md):
 # test RMSE ± s.e. and test log likelihood ± s.e. over the 20 splits.
@@ -39,20 +45,51 @@ PUBLISHED = {
 }
 EPOCHS = int(os.environ.get("CALIPERS_UCI_EPOCHS", "4000"))
 N_MC = int(os.environ.get("CALIPERS_UCI_NMC", "10000"))
-N_MC_SELECT = int(os.environ.get("CALIPERS_UCI_NMC_SELECT", str(N_MC)))
+N_MC_SELECT = os.environ.get("CALIPERS_UCI_NMC_SELECT")  # default: the config's (1000)
 DATASETS = os.environ.get("CALIPERS_UCI_DATASETS", ",".join(PUBLISHED)).split(",")
 DEVICE = os.environ.get("CALIPERS_DEVICE", "auto")
 
 
+def _config(name: str):
+    cfg = load_config(ROOT / "examples" / "uci" / f"{name}.toml")
+    data = cfg.data.model_copy(update={"path": str(UCI / name)})
+    cv = cfg.cv.model_copy(update={"splits": str(UCI / name)})
+    train = cfg.train.model_copy(update={"epochs": EPOCHS, "device": DEVICE})
+    mc = cfg.mc.model_copy(update={"samples": N_MC})
+    search = cfg.search
+    if N_MC_SELECT is not None:
+        search = search.model_copy(update={"mc_samples": int(N_MC_SELECT)})
+    return cfg.model_copy(update={"data": data, "cv": cv, "train": train, "mc": mc,
+                                  "search": search})
+
+
 def run_dataset(name: str) -> dict:
-    X, y, folds, grid = load_uci(name)
-    opts = SearchOptions(grid=grid, hidden=(50,), epochs=EPOCHS, batch_size=128,
-                         n_mc=N_MC, n_mc_select=N_MC_SELECT, device=DEVICE, seed=0)
-    res = search_regression(X, y, folds, options=opts)
-    out = {"dataset": name, "options": opts.to_dict(), "result": res.to_dict(),
-           "published": dict(zip(("rmse", "rmse_se", "ll", "ll_se"), PUBLISHED[name],
-                                 strict=True))}
-    path = ROOT / "bench" / "results" / f"batched_uci_{name}.json"
+    cfg = _config(name)
+    t0 = time.perf_counter()
+    tag = "" if (EPOCHS, N_MC, N_MC_SELECT) == (4000, 10000, None) else \
+        f"-e{EPOCHS}-mc{N_MC}-sel{N_MC_SELECT or 'cfg'}"
+    res = run_experiment(cfg, ROOT / "runs" / f"uci-{name}{tag}", report=True)
+    seconds = time.perf_counter() - t0
+    folds = res.cv.results["mc_dropout"]
+
+    def mean_se(key: str) -> dict:
+        v = np.array([r.metrics[key] for r in folds])
+        return {"mean": float(v.mean()), "se": float(v.std() / math.sqrt(len(v)))}  # as the paper
+
+    out = {
+        "dataset": name, "config": cfg.to_toml(), "seconds": seconds,
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "device": DEVICE,
+                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "summary": {"test_mc_rmse": mean_se("rmse"), "test_ll": mean_se("log_likelihood"),
+                    "test_rmse_weight_scaling": mean_se("rmse_weight_scaling")},
+        "chosen": [{"dropout": r.metrics["chosen_dropout"], "tau": r.metrics["chosen_tau"]}
+                   for r in folds],
+        "per_split": {k: [r.metrics[k] for r in folds]
+                      for k in ("rmse", "log_likelihood", "rmse_weight_scaling")},
+        "published": dict(zip(("rmse", "rmse_se", "ll", "ll_se"), PUBLISHED[name], strict=True)),
+    }
+    path = ROOT / "bench" / "results" / f"batched_uci_{name}{tag}.json"
     path.write_text(json.dumps(out, indent=1))
     return out
 
@@ -61,10 +98,11 @@ def run_dataset(name: str) -> dict:
 @pytest.mark.parametrize("name", DATASETS)
 def test_uci_table(name):
     if not (UCI / name).is_dir():
-        pytest.skip(f"{UCI / name} not present")
+        pytest.skip(f"{UCI / name} not present (the UCI data live in ../shared/data/uci)")
     out = run_dataset(name)
-    s = out["result"]["summary"]
-    rmse, ll = s["test_mc_rmse"], s["test_ll"]
+    rmse, ll = out["summary"]["test_mc_rmse"], out["summary"]["test_ll"]
+    print(f"\n{name}: MC RMSE {rmse['mean']:.3f} ± {rmse['se']:.3f}, LL {ll['mean']:.3f} ± "
+          f"{ll['se']:.3f} in {out['seconds']:.0f} s (published {PUBLISHED[name]})")
     assert np.isfinite(rmse["mean"]) and np.isfinite(ll["mean"])
     if EPOCHS >= 4000 and N_MC >= 10000:
         p_rmse, p_rmse_se, p_ll, p_ll_se = PUBLISHED[name]

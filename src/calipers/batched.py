@@ -16,14 +16,24 @@ explicit batched layers the masks are inputs, drawn per member from the member's
 stacked Adam is plain ``torch.optim.Adam`` on a few large tensors (cheap on CPU and GPU).
 
 # NOTE [Member randomness]
-Member m owns a CPU ``torch.Generator`` seeded with ``child_seed(seed_m, "train")``. Per block of
-``E_c`` epochs (``E_c`` depends only on the member's n and architecture, never on the group)
-it draws ``u = rand(E_c, n, 1 + U)``: column 0 orders the epoch's samples (stable argsort), the
-other ``U`` columns are the dropout uniforms of the sample in that *position* of the epoch
-(input units first when ``input_dropout``, then each hidden layer); a unit is kept when
-``u >= p`` and scaled by ``1/(1-p)`` (inverted dropout). MC passes use ``child_seed(seed_m, "mc")``
-and ``rand(k, n_test, U)`` per chunk of k passes. Drawing on the CPU makes GPU runs give the
-same numbers as CPU runs.
+Member m owns a NumPy ``PCG64`` generator seeded with ``child_seed(seed_m, "train")``. Per block of
+``E_c`` epochs (``E_c`` depends only on the member's n and architecture, never on the group) it
+draws ``4·E_c·n`` bytes, read as little-endian uint32 sort keys ``(E_c, n)`` (the epoch's sample
+order is their stable argsort), then ``2·E_c·n·U`` bytes, read as uint16 ``(E_c, n, U)``: the
+dropout draws of the sample in that *position* of the epoch (input units first when
+``input_dropout``, then each hidden layer). A unit is kept when its draw is ``>= r``, with
+``r = round(65536·p)``, and scaled by ``65536/(65536 − r)`` (inverted dropout), so the dropout
+rate used is ``r/65536`` (|error| ≤ 7.7e-6). MC passes use ``child_seed(seed_m, "mc")`` and
+``2·k·n_test·U`` bytes per chunk of k passes. Raw bytes are 5× cheaper than float uniforms, and
+drawing on the CPU makes GPU runs give the same numbers as CPU runs.
+
+# NOTE [Hand-written backward]
+The stacked MLP is small and its gradients are three lines per layer, so ``_fit_group`` computes
+them by hand instead of through autograd: the ReLU and the dropout mask of a hidden layer fold
+into one multiplier (kept in the forward pass), and a layer with one output (regression) uses
+broadcast products and sums instead of ``bmm``, which on the CPU is 6× slower for
+``(M, B, H) @ (M, H, 1)``. ``tests/test_batched.py`` checks the result against an independent
+``nn.Linear`` + autograd + ``torch.optim.Adam`` loop with the same random draws.
 """
 
 from __future__ import annotations
@@ -39,13 +49,13 @@ import torch
 from calipers._checks import _check_finite
 from calipers._device import resolve_device
 from calipers._seeds import child_seed, torch_generator
-from calipers.train import TrainOptions
+from calipers.train import ProgressFn, TrainOptions
 
 __all__ = ["MCTask", "MLPArch", "Member", "MemberFit", "MemberMC", "fit_members", "init_weights",
            "mc_members"]
 
 # Random numbers drawn per member per call (NOTE [Member randomness]); fixes E_c and k.
-_RANDOM_BLOCK = 1 << 18
+_RANDOM_BYTES = 1 << 19  # random bytes per member per draw (NOTE [Member randomness])
 _DEFAULT_GROUP_BYTES = 1 << 30
 
 
@@ -83,7 +93,8 @@ class Member:
     """One model to train: its (standardised) data, dropout rate, weight decay and seed.
 
     ``X`` is ``(n, n_inputs)``, ``y`` is ``(n,)`` or ``(n, n_outputs)``; ``weight_decay`` is the
-    coupled L2 coefficient of Adam on the weights (not the biases): the gradient gets
+    coupled L2 coefficient of Adam on the weights (and on the biases too when ``decay_biases``,
+    as ``torch.optim.Adam(model.parameters(), weight_decay=…)`` does): the gradient gets
     ``weight_decay · W``, i.e. the loss gets ``weight_decay/2 · ‖W‖²``. ``init`` is
     ``[(W (fan_in, fan_out), b (fan_out,)), …]``; ``None`` draws :func:`init_weights` (``seed``).
     """
@@ -94,6 +105,7 @@ class Member:
     weight_decay: float = 0.0
     seed: int = 0
     init: tuple | None = field(default=None, repr=False)
+    decay_biases: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,48 @@ def init_weights(arch: MLPArch, seed: int) -> tuple:
 
 
 def _epoch_block(n: int, arch: MLPArch) -> int:
-    return max(1, _RANDOM_BLOCK // (n * (1 + arch.n_units)))
+    """Epochs per random draw of a member with n rows (NOTE [Member randomness])."""
+    return max(1, _RANDOM_BYTES // (n * (4 + 2 * arch.n_units)))
+
+
+def _mc_block(n: int, arch: MLPArch) -> int:
+    """MC passes per chunk for n test rows."""
+    return max(1, _RANDOM_BYTES // (2 * n * max(arch.n_units, 1)))
+
+
+def _threshold(p: float) -> int:
+    """``r = round(65536·p)``: a unit is dropped when its uint16 draw is below r."""
+    return round(float(p) * 65536.0)
+
+
+def _keep_scale(p: torch.Tensor | float) -> torch.Tensor | float:
+    """``65536 / (65536 − r)``, the inverted-dropout scale of the rate actually used."""
+    if isinstance(p, torch.Tensor):
+        r = torch.round(p.double() * 65536.0)
+        return (65536.0 / (65536.0 - r)).float()
+    return 65536.0 / (65536.0 - _threshold(p))
+
+
+def _new_generator(seed: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(int(seed)))
+
+
+def _draw_keep(gen: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:
+    """Boolean keep mask of ``shape`` from ``2·prod(shape)`` bytes of ``gen``."""
+    count = int(np.prod(shape))
+    u = np.frombuffer(gen.bytes(2 * count), dtype="<u2").reshape(shape)
+    return u >= _threshold(p)
+
+
+def _draw_train_block(gens: Sequence[np.random.Generator], ps: Sequence[float], epochs: int,
+                      n: int, n_units: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort keys ``(M, E, n)`` int64 and keep masks ``(M, E, n, U)`` bool, member by member."""
+    keys, keep = [], []
+    for g, p in zip(gens, ps, strict=True):
+        keys.append(np.frombuffer(g.bytes(4 * epochs * n), dtype="<u4").reshape(epochs, n))
+        keep.append(_draw_keep(g, (epochs, n, n_units), p))
+    return (torch.from_numpy(np.stack(keys).astype(np.int64)),
+            torch.from_numpy(np.stack(keep)))
 
 
 def _check_member(i: int, m: Member, arch: MLPArch) -> Member:
@@ -155,7 +208,11 @@ def _check_member(i: int, m: Member, arch: MLPArch) -> Member:
     if shapes != want:
         raise ValueError(f"members[{i}].init has layer shapes {shapes}; the architecture needs "
                          f"{want} (W is (fan_in, fan_out)).")
-    return Member(X, y, float(m.dropout), float(m.weight_decay), int(m.seed), tuple(init))
+    if _threshold(float(m.dropout)) >= 65536:
+        raise ValueError(f"members[{i}].dropout={m.dropout!r} rounds to 1 at 16-bit resolution; "
+                         "use a rate below 0.99999.")
+    return Member(X, y, float(m.dropout), float(m.weight_decay), int(m.seed), tuple(init),
+                  bool(m.decay_biases))
 
 
 def _groups(sizes: Sequence[int], per_member: Sequence[int], batched: bool,
@@ -181,80 +238,105 @@ def _stack_params(members: Sequence[Member], device: torch.device) -> list[torch
     return params
 
 
-def _forward(params: Sequence[torch.Tensor], x: torch.Tensor, u: torch.Tensor | None,
-             p: torch.Tensor, input_dropout: bool, scaled: bool = False) -> torch.Tensor:
-    """Stacked forward: x (M, B, d), u (M, B, U) dropout uniforms or None (no dropout);
-    ``scaled``: u already holds the masks ``(u >= p) / (1 - p)``."""
-    keep_scale = (1.0 / (1.0 - p))[:, None, None]
-    pp = p[:, None, None]
+def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Stacked ``h @ w + b``: h (M, B, i), w (M, i, o), b (M, o) → (M, B, o)."""
+    if w.shape[-1] == 1:  # NOTE [Hand-written backward]: bmm is slow for one output
+        return (h * w.transpose(1, 2)).sum(-1, keepdim=True) + b[:, None, :]
+    return torch.baddbmm(b[:, None, :], h, w)
+
+
+def _forward(params: Sequence[torch.Tensor], x: torch.Tensor, masks: torch.Tensor | None,
+             input_dropout: bool, keep: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Stacked forward pass. x (M, B, d); masks (M, B, U) float (0 or the keep scale) or None
+    for no dropout. With ``keep`` (a list), appends each layer's input and the multiplier of
+    each hidden layer (mask × ReLU'), for :func:`_backward`."""
     off = 0
     h = x
     n_layers = len(params) // 2
     for layer in range(n_layers):
-        if u is not None and (layer > 0 or input_dropout):
-            w = h.shape[-1]
-            h = h * (u[..., off:off + w] if scaled else (u[..., off:off + w] >= pp) * keep_scale)
-            off += w
-        h = torch.baddbmm(params[2 * layer + 1][:, None, :], h, params[2 * layer])
-        if layer < n_layers - 1:
-            h = torch.relu(h)
-    return h
+        if masks is not None and layer == 0 and input_dropout:
+            h = h * masks[..., :h.shape[-1]]
+            off = h.shape[-1]
+        if keep is not None:
+            keep.append(h)
+        z = _linear(h, params[2 * layer], params[2 * layer + 1])
+        if layer == n_layers - 1:
+            return z
+        width = z.shape[-1]
+        mult = z > 0
+        if masks is not None:
+            mult = mult * masks[..., off:off + width]
+            off += width
+        h = z * mult
+        if keep is not None:
+            keep.append(mult)
+    raise AssertionError("unreachable")
 
 
-def _draw(gens: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device,
-          buf: torch.Tensor | None = None) -> torch.Tensor:
-    """``(M, *shape)`` uniforms, member m from ``gens[m]`` (CPU), written into ``buf``."""
-    if buf is None or buf.shape[1:] != shape:
-        buf = torch.empty((len(gens), *shape))
-    for m, g in enumerate(gens):
-        torch.rand(shape, generator=g, out=buf[m])
-    return buf.to(device)
-
-
-def _train_masks(u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """In place: columns 1: of u (M, E, n, 1 + U) become masks ``(u >= p) / (1 - p)``."""
-    pp = p[:, None, None, None]
-    m = u[..., 1:]
-    m.copy_((m >= pp) * (1.0 / (1.0 - pp)))
-    return u
+def _backward(params: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
+              g: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients ``[dW1, db1, …]`` of the loss given ``g`` = d loss / d output (M, B, o)."""
+    n_layers = len(params) // 2
+    grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
+    for layer in range(n_layers - 1, -1, -1):
+        h, w = keep[2 * layer], params[2 * layer]
+        if w.shape[-1] == 1:
+            grads[2 * layer] = (h * g).sum(1)[..., None]
+        else:
+            grads[2 * layer] = torch.bmm(h.transpose(1, 2), g)
+        grads[2 * layer + 1] = g.sum(1)
+        if layer > 0:
+            g = g * w.transpose(1, 2) if w.shape[-1] == 1 else torch.bmm(g, w.transpose(1, 2))
+            g = g * keep[2 * layer - 1]
+    return grads
 
 
 def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
-               device: torch.device) -> list[MemberFit]:
+               device: torch.device, progress: ProgressFn | None = None) -> list[MemberFit]:
     t0 = time.perf_counter()
     M, n = len(members), len(members[0].X)
     X = torch.as_tensor(np.stack([m.X for m in members])).to(device)
     Y = torch.as_tensor(np.stack([m.y for m in members])).to(device)
-    p = torch.tensor([m.dropout for m in members], dtype=torch.float32, device=device)
-    wd = torch.tensor([m.weight_decay for m in members], dtype=torch.float32, device=device)
-    params = _stack_params(members, device)
+    scale = _keep_scale(torch.tensor([m.dropout for m in members])).to(device)[:, None, None]
+    wd = torch.tensor([m.weight_decay for m in members], dtype=torch.float32,
+                      device=device)[:, None, None]
+    wd_bias = torch.tensor([m.weight_decay if m.decay_biases else 0.0 for m in members],
+                           dtype=torch.float32, device=device)[:, None]
+    params = [t.detach() for t in _stack_params(members, device)]
     optim = torch.optim.Adam(params, lr=opts.lr)
-    gens = [torch_generator(child_seed(m.seed, "train")) for m in members]
+    gens = [_new_generator(child_seed(m.seed, "train")) for m in members]
     e_block = _epoch_block(n, arch)
-    rows = torch.arange(M, device=device)[:, None]
-    losses = torch.zeros(opts.epochs, M, device=device)
-    u_all = buf = None
-    for epoch in range(opts.epochs):
-        if epoch % e_block == 0:
-            shape = (min(e_block, opts.epochs - epoch), n, 1 + arch.n_units)
-            buf = _draw(gens, shape, torch.device("cpu"), buf)
-            u_all = _train_masks(buf.to(device), p)
-        u = u_all[:, epoch % e_block]
-        order = torch.argsort(u[..., 0], dim=1, stable=True)
-        for start in range(0, n, opts.batch_size):
-            idx = order[:, start:start + opts.batch_size]
-            out = _forward(params, X[rows, idx], u[:, start:start + idx.shape[1], 1:], p,
-                           arch.input_dropout, scaled=True)
-            mse = ((out - Y[rows, idx]) ** 2).mean(dim=(1, 2))
-            l2 = sum((w * w).sum(dim=(1, 2)) for w in params[0::2])
-            optim.zero_grad(set_to_none=True)
-            (mse.sum() + 0.5 * (wd * l2).sum()).backward()
-            optim.step()
-            losses[epoch] += mse.detach() * idx.shape[1]
-    losses = (losses / n).cpu().numpy()
+    losses = torch.zeros(opts.epochs, M, dtype=torch.float64, device=device)
+    n_out = arch.n_outputs
+    keys = keep_all = None
+    with torch.no_grad():
+        for epoch in range(opts.epochs):
+            if epoch % e_block == 0:
+                keys, keep_all = _draw_train_block(gens, [m.dropout for m in members],
+                                                   min(e_block, opts.epochs - epoch), n,
+                                                   arch.n_units)
+                keys, keep_all = keys.to(device), keep_all.to(device)
+            e = epoch % e_block
+            order = torch.argsort(keys[:, e], dim=1, stable=True)[..., None]
+            Xe = torch.gather(X, 1, order.expand(-1, -1, X.shape[-1]))
+            Ye = torch.gather(Y, 1, order.expand(-1, -1, n_out))
+            for start in range(0, n, opts.batch_size):
+                stop = min(start + opts.batch_size, n)
+                masks = keep_all[:, e, start:stop] * scale
+                saved: list[torch.Tensor] = []
+                out = _forward(params, Xe[:, start:stop], masks, arch.input_dropout, saved)
+                diff = out - Ye[:, start:stop]
+                losses[epoch] += (diff * diff).sum(dim=(1, 2)).double()
+                grads = _backward(params, saved, diff * (2.0 / ((stop - start) * n_out)))
+                for k, (q, gq) in enumerate(zip(params, grads, strict=True)):
+                    q.grad = gq + (wd if k % 2 == 0 else wd_bias) * q
+                optim.step()
+            if progress is not None:
+                progress(epoch + 1, opts.epochs, float(losses[epoch].mean()) / (n * n_out))
+    losses = (losses / (n * n_out)).cpu().numpy()
     seconds = time.perf_counter() - t0
-    weights = [tuple((params[2 * k][i].detach().cpu().numpy(),
-                      params[2 * k + 1][i].detach().cpu().numpy())
+    weights = [tuple((params[2 * k][i].cpu().numpy().copy(),
+                      params[2 * k + 1][i].cpu().numpy().copy())
                      for k in range(len(params) // 2)) for i in range(M)]
     return [MemberFit(weights[i], members[i].dropout, tuple(losses[:, i].tolist()), seconds, M)
             for i in range(M)]
@@ -267,6 +349,7 @@ def fit_members(
     options: TrainOptions | None = None,
     batched: bool = True,
     max_group_bytes: int = _DEFAULT_GROUP_BYTES,
+    progress: ProgressFn | None = None,
 ) -> tuple[MemberFit, ...]:
     """Train every member with Adam on mean squared error, stacked into groups.
 
@@ -285,6 +368,8 @@ def fit_members(
     max_group_bytes : int
         Rough memory bound of one group (data, random draws, activations, Adam state); larger
         sets of members are split into several groups.
+    progress : callable(epoch, n_epochs, loss), optional
+        Called after each epoch of each group with the group's mean training loss.
 
     Returns
     -------
@@ -296,11 +381,11 @@ def fit_members(
     clean = [_check_member(i, m, arch) for i, m in enumerate(members)]
     device = resolve_device(opts.device)
     n_params = sum(a * b + b for a, b in zip(arch.widths[:-1], arch.widths[1:], strict=True))
-    per = [4 * (m.X.size + m.y.size + _epoch_block(len(m.X), arch) * len(m.X) * (1 + arch.n_units)
-                + 4 * n_params + 6 * opts.batch_size * sum(arch.widths)) for m in clean]
+    per = [8 * (m.X.size + m.y.size) + _epoch_block(len(m.X), arch) * len(m.X) * (8 + arch.n_units)
+           + 16 * n_params + 4 * 8 * opts.batch_size * sum(arch.widths) for m in clean]
     out: list[MemberFit | None] = [None] * len(clean)
     for group in _groups([len(m.X) for m in clean], per, batched, max_group_bytes):
-        fits = _fit_group([clean[i] for i in group], arch, opts, device)
+        fits = _fit_group([clean[i] for i in group], arch, opts, device, progress)
         for i, f in zip(group, fits, strict=True):
             out[i] = f
     return tuple(out)  # type: ignore[arg-type]
@@ -313,13 +398,14 @@ class MCTask:
     """MC-dropout prediction of one trained member on ``X`` (standardised like its training data).
 
     Predictions are mapped back to original units with ``y_mean + y_std · ŷ``; ``y`` (original
-    units) and the precision ``tau`` (1/target units²) give the test log likelihood.
+    units) and the precision ``tau`` (1/target units²) give the test log likelihood. With
+    ``tau=None`` the variance is the MC variance alone and no log likelihood is computed.
     """
 
     fit: MemberFit = field(repr=False)
     X: np.ndarray = field(repr=False)
     y: np.ndarray | None = field(default=None, repr=False)
-    tau: float = 1.0
+    tau: float | None = 1.0
     y_mean: float = 0.0
     y_std: float = 1.0
     seed: int = 0
@@ -362,10 +448,12 @@ def _check_task(i: int, t: MCTask, arch: MLPArch) -> MCTask:
             raise ValueError(f"tasks[{i}].y must have {len(X)} rows of {arch.n_outputs} "
                              f"target(s); got shape {np.shape(t.y)}.")
         _check_finite(y, name=f"tasks[{i}].y")
-    if not (math.isfinite(t.tau) and t.tau > 0 and math.isfinite(t.y_std) and t.y_std > 0):
+    tau_ok = t.tau is None or (math.isfinite(t.tau) and t.tau > 0)
+    if not (tau_ok and math.isfinite(t.y_std) and t.y_std > 0):
         raise ValueError(f"tasks[{i}]: tau and y_std must be positive and finite; got "
                          f"tau={t.tau!r}, y_std={t.y_std!r}.")
-    return MCTask(t.fit, X, y, float(t.tau), float(t.y_mean), float(t.y_std), int(t.seed))
+    tau = None if t.tau is None else float(t.tau)
+    return MCTask(t.fit, X, y, tau, float(t.y_mean), float(t.y_std), int(t.seed))
 
 
 def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
@@ -375,44 +463,54 @@ def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
                for t in tasks]
     params = [q.detach() for q in _stack_params(members, device)]
     X = torch.as_tensor(np.stack([t.X for t in tasks])).to(device)
-    p = torch.tensor([t.fit.dropout for t in tasks], dtype=torch.float32, device=device)
+    scale = _keep_scale(torch.tensor([t.fit.dropout for t in tasks])).to(device)[:, None, None]
     mu = torch.tensor([t.y_mean for t in tasks], dtype=torch.float64, device=device)
     sd = torch.tensor([t.y_std for t in tasks], dtype=torch.float64, device=device)
-    tau = torch.tensor([t.tau for t in tasks], dtype=torch.float64, device=device)
+    has_tau = all(t.tau is not None for t in tasks)
+    tau = torch.tensor([t.tau if has_tau else 1.0 for t in tasks], dtype=torch.float64,
+                       device=device)
     has_y = all(t.y is not None for t in tasks)
     Y = torch.as_tensor(np.stack([t.y for t in tasks])).to(device) if has_y else None
-    gens = [torch_generator(child_seed(t.seed, "mc")) for t in tasks]
-    k = max(1, _RANDOM_BLOCK // (n * max(arch.n_units, 1)))
+    gens = [_new_generator(child_seed(t.seed, "mc")) for t in tasks]
+    k = _mc_block(n, arch)
     s1 = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
     s2 = torch.zeros_like(s1)
     lse = torch.full((M, n), -math.inf, dtype=torch.float64, device=device)
     with torch.inference_mode():
-        det = _forward(params, X, None, p, arch.input_dropout).double() * sd[:, None, None] \
+        det = _forward(params, X, None, arch.input_dropout).double() * sd[:, None, None] \
             + mu[:, None, None]
         for done in range(0, n_mc, k):
             kk = min(k, n_mc - done)
-            u = _draw(gens, (kk, n, arch.n_units), device).reshape(M, kk * n, arch.n_units)
+            keep = np.stack([_draw_keep(g, (kk, n, arch.n_units), t.fit.dropout)
+                             for g, t in zip(gens, tasks, strict=True)])
+            masks = torch.from_numpy(keep).to(device).reshape(M, kk * n, arch.n_units) * scale
             xr = X[:, None].expand(M, kk, n, X.shape[-1]).reshape(M, kk * n, -1)
-            out = _forward(params, xr, u, p, arch.input_dropout).double().reshape(M, kk, n, -1)
+            out = _forward(params, xr, masks, arch.input_dropout).double().reshape(M, kk, n, -1)
             out = out * sd[:, None, None, None] + mu[:, None, None, None]
             s1 += out.sum(1)
             s2 += (out * out).sum(1)
-            if Y is not None:
+            if Y is not None and has_tau:
                 a = -0.5 * tau[:, None, None] * ((Y[:, None] - out) ** 2).sum(-1)
                 lse = torch.logaddexp(lse, torch.logsumexp(a, dim=1))
-    mean = s1 / n_mc
-    var = (s2 / n_mc - mean * mean).clamp_min(0) + 1.0 / tau[:, None, None]
+    if n_mc > 0:
+        mean = s1 / n_mc
+        var = (s2 / n_mc - mean * mean).clamp_min(0)
+    else:  # weight-scaling predictions only
+        mean, var = det, torch.zeros_like(det)
+    if has_tau:
+        var = var + 1.0 / tau[:, None, None]
     d = arch.n_outputs
     out_list = []
     for i, t in enumerate(tasks):
         ll = rmse = mc_rmse = avg = None
         if Y is not None:
-            ll_t = lse[i] - math.log(n_mc) - 0.5 * d * math.log(2 * math.pi) \
-                + 0.5 * d * math.log(t.tau)
-            ll = ll_t.cpu().numpy()
             rmse = float(((Y[i] - det[i]) ** 2).mean().sqrt())
             mc_rmse = float(((Y[i] - mean[i]) ** 2).mean().sqrt())
-            avg = float(ll.mean())
+            if has_tau and n_mc > 0:
+                ll_t = lse[i] - math.log(n_mc) - 0.5 * d * math.log(2 * math.pi) \
+                    + 0.5 * d * math.log(t.tau)
+                ll = ll_t.cpu().numpy()
+                avg = float(ll.mean())
         out_list.append(MemberMC(mean[i].cpu().numpy(), var[i].cpu().numpy(), ll, rmse, mc_rmse,
                                  avg, n_mc, t.tau))
     return out_list
@@ -430,21 +528,22 @@ def mc_members(
     """MC-dropout regression for many trained members at once (Gal & Ghahramani 2016).
 
     Each member runs ``n_mc`` stochastic passes (T = 10,000 in the paper) in chunks of ``k``
-    passes, ``k · n · U`` ≤ 2^18 uniforms per member, reduced on the fly: running sums for the
+    passes, ``2·k·n·U`` ≤ 2^19 random bytes per member, reduced on the fly: running sums for the
     mean and variance and a running ``logsumexp`` for the log likelihood, so memory does not grow
     with T. Per-sample log likelihood, with ŷ_t in original units::
 
         ll = logsumexp_t(−τ/2·‖y − ŷ_t‖²) − log T − D/2·log 2π + D/2·log τ
 
-    Returns one :class:`MemberMC` per task, in order.
+    ``n_mc=0`` gives the deterministic (weight-scaling) predictions only, without a log
+    likelihood. Returns one :class:`MemberMC` per task, in order.
     """
     if not tasks:
         raise ValueError("tasks is empty; pass at least one MCTask.")
-    if isinstance(n_mc, bool) or not isinstance(n_mc, (int, np.integer)) or n_mc < 1:
-        raise ValueError(f"n_mc must be an integer >= 1; got {n_mc!r}. The paper uses 10000.")
+    if isinstance(n_mc, bool) or not isinstance(n_mc, (int, np.integer)) or n_mc < 0:
+        raise ValueError(f"n_mc must be an integer >= 0; got {n_mc!r}. The paper uses 10000.")
     clean = [_check_task(i, t, arch) for i, t in enumerate(tasks)]
     dev = resolve_device(device)
-    per = [4 * 3 * _RANDOM_BLOCK + 32 * len(t.X) * arch.n_outputs for t in clean]
+    per = [12 * _RANDOM_BYTES + 32 * len(t.X) * arch.n_outputs for t in clean]
     keys = [(len(t.X), t.y is not None) for t in clean]
     sizes = [sorted(set(keys)).index(k) for k in keys]  # group by (n, has targets)
     out: list[MemberMC | None] = [None] * len(clean)

@@ -51,6 +51,10 @@ class _RichCVProgress:
         self.p.reset(self.fold, total=n_epochs, visible=True,
                      description=f"{network} fold {split + 1}/{n_splits}")
 
+    def phase(self, description: str, n_epochs: int) -> None:
+        """A stage that trains many folds at once (batched training)."""
+        self.p.reset(self.fold, total=n_epochs, visible=True, description=escape(description))
+
     def epoch(self, epoch: int, n_epochs: int, loss: float) -> None:
         self.p.update(self.fold, completed=epoch,
                       description=self.p.tasks[self.fold].description.split(" loss")[0]
@@ -67,7 +71,8 @@ def _render_summary(summary) -> None:
 
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
     table.add_column("network")
-    for m in (metric, *(m for m in ("nll", "ece", "entropy", "rmse", "gaussian_nll")
+    extra = ("nll", "ece", "entropy", "rmse", "gaussian_nll", "log_likelihood")
+    for m in (metric, *(m for m in extra
                         if m != metric and m in next(iter(d["networks"].values())))):
         table.add_column(m, justify="right")
     cols = [c.header for c in table.columns[1:]]

@@ -2,10 +2,11 @@
 
 Keys follow design §3::
 
-    [data]     kind (digits|arrays|images|table|nifti|png), path, task, target, group
+    [data]     kind (digits|arrays|images|table|uci|nifti|png), path, task, target, group
     [cv]       folds, repeats, seed, stratify, splits (predefined splits instead of a splitter)
-    [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic
+    [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic, batched
     [mc]       samples, tau
+    [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
     [compare]  metric, alpha, a, b
     [networks.NAME]  model, args
 """
@@ -32,7 +33,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    kind: Literal["digits", "arrays", "images", "table", "nifti", "png"] = "digits"
+    kind: Literal["digits", "arrays", "images", "table", "uci", "nifti", "png"] = "digits"
     path: str | None = None
     task: Literal["classification", "regression", "segmentation"] = "classification"
     target: str | None = None
@@ -55,6 +56,7 @@ class TrainConfig(_Section):
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False
+    batched: bool = True  # stack MLP regression networks' splits into one model (calipers.batched)
 
     @field_validator("device")
     @classmethod
@@ -68,6 +70,31 @@ class TrainConfig(_Section):
 class MCConfig(_Section):
     samples: int = Field(30, ge=0)
     tau: float | None = Field(None, gt=0)
+
+
+class SearchConfig(_Section):
+    """Per-split grid search (Gal & Ghahramani): dropout × tau on an inner split, then refit."""
+
+    dropout: list[float] = Field(min_length=1)
+    tau: list[float] = Field(min_length=1)
+    inner_fraction: float = Field(0.8, gt=0, lt=1)
+    criterion: Literal["ll", "rmse"] = "ll"
+    mc_samples: int | None = Field(None, ge=1)  # validation passes; default [mc] samples
+    lengthscale: float = Field(1e-2, gt=0)
+
+    @field_validator("dropout")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        if not all(0 <= p < 1 for p in v):
+            raise ValueError(f"every dropout rate must be in [0, 1), got {v}")
+        return v
+
+    @field_validator("tau")
+    @classmethod
+    def _taus(cls, v: list[float]) -> list[float]:
+        if not all(t > 0 for t in v):
+            raise ValueError(f"every tau must be > 0, got {v}")
+        return v
 
 
 class CompareConfig(_Section):
@@ -90,6 +117,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     mc: MCConfig = Field(default_factory=MCConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    search: SearchConfig | None = None
     networks: dict[str, NetworkConfig] = Field(min_length=1)
 
     @field_validator("networks")
@@ -108,7 +136,7 @@ class ExperimentConfig(_Section):
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "cv": CVConfig, "train": TrainConfig, "mc": MCConfig,
-    "compare": CompareConfig,
+    "compare": CompareConfig, "search": SearchConfig,
 }
 
 
@@ -165,12 +193,31 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
                 sub = getattr(cfg, section).model_copy(
                     update={key: str((Path(base_dir) / value).resolve())})
                 cfg = cfg.model_copy(update={section: sub})
+    if cfg.search is not None:
+        _check_search(cfg)
     for key in ("a", "b"):
         name = getattr(cfg.compare, key)
         if name is not None and name not in cfg.networks:
             raise ConfigError(f"compare.{key}: no network named {name!r}; networks are "
                               f"{', '.join(cfg.networks)}.")
     return cfg
+
+
+def _check_search(cfg: ExperimentConfig) -> None:
+    if cfg.data.task != "regression":
+        raise ConfigError(f"search: the grid search is for regression (MC log likelihood); "
+                          f"data.task is {cfg.data.task!r}. Remove [search] or set task = "
+                          "'regression'.")
+    if cfg.mc.samples < 1:
+        raise ConfigError("mc.samples: [search] scores each split with MC dropout; set [mc] "
+                          "samples >= 1 (the paper uses 10000).")
+    if cfg.mc.tau is not None:
+        raise ConfigError("mc.tau: with [search], tau is chosen per split from search.tau; "
+                          "remove mc.tau.")
+    for name, net in cfg.networks.items():
+        if "dropout" in net.args:
+            raise ConfigError(f"networks.{name}.args.dropout: with [search], the dropout rate "
+                              "is chosen per split from search.dropout; remove it from args.")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from calipers.batched_cv import SearchSettings, batched_reason, cross_validate_batched
 from calipers.config import ExperimentConfig, parse_config
 from calipers.cv import CVProgress, CVResult, NetworkSpec, _check_networks, cross_validate
 from calipers.data import load_dataset
@@ -73,6 +74,9 @@ def run_experiment(
     """Cross-validate every network of ``config`` on the same folds and write the run folder.
 
     Resumable: rerunning with the same configuration and folder finishes missing folds only.
+    MLP regression networks (and every network of a ``[search]``) are trained with all their
+    splits stacked (:func:`calipers.batched_cv.cross_validate_batched`; ``[train] batched =
+    false`` trains them one by one, same numbers); other networks fold by fold.
     Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results, ``metrics.csv``,
     ``summary.json`` and (``report=True``) ``report.html`` — every file atomically.
     """
@@ -92,19 +96,47 @@ def run_experiment(
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)  # before anything is written
+    if config.search is not None:
+        for name, spec in networks.items():
+            why = batched_reason(spec, data)
+            if why is not None:
+                raise ConfigError(f"networks.{name}: [search] needs calipers.models:MLP "
+                                  f"networks on a one-target regression table; {why}.")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
+    stacked = {n: s for n, s in networks.items()
+               if config.search is not None or batched_reason(s, data) is None}
+    sequential = {n: s for n, s in networks.items() if n not in stacked}
     with deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():  # the first session's environment is kept
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
-        cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
-                            tau=config.mc.tau, seed=config.cv.seed, run_dir=run_dir,
-                            progress=progress)
+        parts = []
+        if stacked:
+            parts.append(cross_validate_batched(
+                data, stacked, folds, options=options, n_mc=config.mc.samples,
+                tau=config.mc.tau, seed=config.cv.seed, search=_search_settings(config),
+                batched=t.batched, run_dir=run_dir, progress=progress))
+        if sequential:
+            parts.append(cross_validate(data, sequential, folds, options=options,
+                                        n_mc=config.mc.samples, tau=config.mc.tau,
+                                        seed=config.cv.seed, run_dir=run_dir,
+                                        progress=progress))
+    results = {n: r for part in parts for n, r in part.results.items()}
+    cv = CVResult(folds, data.task, {n: results[n] for n in networks},
+                  sum(part.seconds for part in parts))
     return finish_run(config, run_dir, cv, report=report)
+
+
+def _search_settings(config: ExperimentConfig) -> SearchSettings | None:
+    s = config.search
+    if s is None:
+        return None
+    return SearchSettings(tuple(s.dropout), tuple(s.tau), s.inner_fraction, s.criterion,
+                          s.mc_samples, s.lengthscale)
 
 
 def finish_run(

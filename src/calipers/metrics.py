@@ -113,6 +113,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("gaussian_nll", "regression", False, "nats",
                    "mean Gaussian negative log-likelihood with predicted mean and variance",
                    False),
+        MetricInfo("log_likelihood", "regression", True, "nats",
+                   "mean MC-dropout test log likelihood, log of the mean over passes of "
+                   "N(y; y_t, 1/tau) (Gal & Ghahramani)", False),
         MetricInfo("mean_dice", "segmentation", True, "fraction (0-1)",
                    "Dice per foreground class, averaged over classes and volumes", True),
         MetricInfo("entropy_auroc", "segmentation", True, "fraction (0-1)",

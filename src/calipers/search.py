@@ -19,16 +19,16 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from calipers._checks import _check_finite, _check_positive_int, _look_up_option
 from calipers._seeds import child_seed
-from calipers.batched import MCTask, Member, MLPArch, fit_members, mc_members
+from calipers.batched import MCTask, Member, MemberFit, MemberMC, MLPArch, fit_members, mc_members
 from calipers.folds import Folds
-from calipers.train import TrainOptions
+from calipers.train import ProgressFn, TrainOptions
 
 __all__ = ["SearchOptions", "SearchResult", "grid_points", "inner_split", "l2_from_tau",
            "search_regression"]
@@ -122,6 +122,8 @@ class SearchResult:
     fit_index: tuple[np.ndarray, ...] = field(repr=False)
     validation_index: tuple[np.ndarray, ...] = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
+    test: tuple[MemberMC, ...] = field(default=(), repr=False)   # per split: mean, var, ll
+    refits: tuple[MemberFit, ...] = field(default=(), repr=False)  # per split: weights
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard error (std with ddof=0 / √J, as the paper) of each test score."""
@@ -162,13 +164,15 @@ def _prepare(X: np.ndarray, y: np.ndarray, fit_idx: np.ndarray, eval_idx: np.nda
 
 
 def _run(pairs: list[tuple[Member, MCTask]], arch: MLPArch, opts: SearchOptions,
-         n_mc: int) -> list:
+         n_mc: int, progress: ProgressFn | None) -> tuple[list[MemberFit], list[MemberMC]]:
     train = TrainOptions(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
                          device=opts.device)
-    fits = fit_members([m for m, _ in pairs], arch, options=train, batched=opts.batched)
+    fits = fit_members([m for m, _ in pairs], arch, options=train, batched=opts.batched,
+                       progress=progress)
     tasks = [MCTask(f, t.X, t.y, t.tau, t.y_mean, t.y_std, t.seed)
              for f, (_, t) in zip(fits, pairs, strict=True)]
-    return list(mc_members(tasks, arch, n_mc=n_mc, batched=opts.batched, device=opts.device))
+    return list(fits), list(mc_members(tasks, arch, n_mc=n_mc, batched=opts.batched,
+                                       device=opts.device))
 
 
 def _search_iv(X, y, folds, options):
@@ -191,7 +195,8 @@ def _search_iv(X, y, folds, options):
 
 
 def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
-                      options: SearchOptions | None = None) -> SearchResult:
+                      options: SearchOptions | None = None,
+                      progress: Callable[[str], ProgressFn | None] | None = None) -> SearchResult:
     """Grid search on an inner split of each training split, refit, MC-dropout test scores.
 
     Parameters
@@ -204,6 +209,9 @@ def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
         Outer splits, e.g. from :func:`calipers.splits.read_splits` (index order matters: the
         validation set is the tail of each training index list).
     options : SearchOptions
+    progress : callable(phase) -> callable(epoch, n_epochs, loss), optional
+        Called at the start of each training phase (``"search"``, ``"refit"``); the callable it
+        returns, if any, gets every epoch.
 
     Returns
     -------
@@ -215,7 +223,8 @@ def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
     t0 = time.perf_counter()
     pairs = [_prepare(X, y, f, v, pt, opts, child_seed(opts.seed, "search", j, g))
              for j, (f, v) in enumerate(inner) for g, pt in enumerate(points)]
-    val = _run(pairs, arch, opts, opts.n_mc_select or opts.n_mc)
+    phase = progress or (lambda name: None)
+    _, val = _run(pairs, arch, opts, opts.n_mc_select or opts.n_mc, phase("search"))
     J, G = len(folds), len(points)
     v_ll = np.array([r.log_likelihood for r in val]).reshape(J, G)
     v_rmse = np.array([r.mc_rmse for r in val]).reshape(J, G)
@@ -224,10 +233,11 @@ def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
     # The test indices are read here, and only here, after every choice is made.
     refit = [_prepare(X, y, tr, te, points[best[j]], opts, child_seed(opts.seed, "refit", j))
              for j, (tr, te) in enumerate(folds)]
-    test = _run(refit, arch, opts, opts.n_mc)
+    fits, test = _run(refit, arch, opts, opts.n_mc, phase("refit"))
     t2 = time.perf_counter()
     return SearchResult(
         points, tuple(points[b] for b in best), v_ll, v_rmse,
         np.array([r.rmse for r in test]), np.array([r.mc_rmse for r in test]),
         np.array([r.log_likelihood for r in test]), tuple(f for f, _ in inner),
-        tuple(v for _, v in inner), {"search": t1 - t0, "refit_test": t2 - t1})
+        tuple(v for _, v in inner), {"search": t1 - t0, "refit_test": t2 - t1}, tuple(test),
+        tuple(fits))

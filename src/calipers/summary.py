@@ -88,7 +88,11 @@ def summarize(
             _look_up_option(name, names, what=f"network (--{key})")
     if a is not None and b is not None:  # put the requested pair first, in order a, b
         names = [a, b] + [n for n in names if n not in (a, b)]
-    metric_names = list(cv.results[names[0]][0].metrics)
+    metric_names = _common_metrics(cv)
+    if metric not in metric_names:
+        lacking = [n for n in names if any(metric not in r.metrics for r in cv.results[n])]
+        raise ValueError(f"metric {metric!r} is missing from the folds of {lacking}; compare on "
+                         f"one every network reports: {', '.join(metric_names)}.")
     networks = {n: {m: describe_scores(cv.scores(m)[n]).to_dict() for m in metric_names}
                 for n in names}
     comparison = None
@@ -111,10 +115,17 @@ def summarize(
                       pair)
 
 
+def _common_metrics(cv: CVResult) -> list[str]:
+    """Metrics every fold of every network has, in the first fold's order (networks trained
+    by different engines may report extra ones, kept in their folds' ``metrics.json``)."""
+    folds = [r for rs in cv.results.values() for r in rs]
+    return [m for m in folds[0].metrics if all(m in r.metrics for r in folds)]
+
+
 def _metrics_csv(cv: CVResult) -> str:
     buf = io.StringIO()
     names = list(cv.networks)
-    cols = list(cv.results[names[0]][0].metrics)
+    cols = _common_metrics(cv)
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["network", "fold", "repeat", *cols])
     for n in names:

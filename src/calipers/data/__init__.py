@@ -8,6 +8,7 @@ from calipers.data.loaders import (
     load_digits,
     load_images,
     load_table,
+    load_uci,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "load_digits",
     "load_images",
     "load_table",
+    "load_uci",
     "make_dataset",
 ]

@@ -1,4 +1,5 @@
-"""Loaders for the built-in and file data kinds: digits, arrays (.npz), images, table (.csv)."""
+"""Loaders for the built-in and file data kinds: digits, arrays (.npz), images, table (.csv),
+uci (a folder in the layout of Gal & Ghahramani's UCI benchmark)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from calipers._checks import _look_up_option
 from calipers.data.dataset import Dataset, make_dataset
 from calipers.exceptions import DataError
 
-__all__ = ["KINDS", "load_arrays", "load_dataset", "load_digits", "load_images", "load_table"]
+__all__ = ["KINDS", "load_arrays", "load_dataset", "load_digits", "load_images", "load_table",
+           "load_uci"]
 
-KINDS = ("digits", "arrays", "images", "table")
+KINDS = ("digits", "arrays", "images", "table", "uci")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -126,11 +128,39 @@ def load_table(
     return make_dataset(X, y, task=task, name=p.name, groups=groups)
 
 
+def load_uci(path: str | os.PathLike[str], *, task: str = "regression") -> Dataset:
+    """A folder in the layout of Gal & Ghahramani's UCI benchmark: ``data.txt`` (whitespace-
+    separated numbers, no header), ``index_features.txt`` (0-based input columns) and
+    ``index_target.txt`` (the target column). Its ``index_train_<k>.txt`` /
+    ``index_test_<k>.txt`` splits are read by ``[cv] splits`` (:func:`calipers.splits.read_splits`).
+    """
+    root = _existing(path, "UCI folder")
+    if not root.is_dir():
+        raise DataError(f"data.path {root} must be a folder holding data.txt, "
+                        "index_features.txt and index_target.txt.")
+    files = {k: root / f"{k}.txt" for k in ("data", "index_features", "index_target")}
+    missing = [f.name for f in files.values() if not f.is_file()]
+    if missing:
+        raise DataError(f"{root} lacks {missing}; a UCI folder holds data.txt, "
+                        "index_features.txt and index_target.txt.")
+    try:
+        data = np.loadtxt(files["data"], ndmin=2)
+        feat = np.atleast_1d(np.loadtxt(files["index_features"])).astype(int)
+        tgt = np.atleast_1d(np.loadtxt(files["index_target"])).astype(int)
+    except ValueError as exc:
+        raise DataError(f"{root}: could not read the numbers ({exc}).") from None
+    bad = [int(c) for c in (*feat, *tgt) if not 0 <= c < data.shape[1]]
+    if bad or len(tgt) != 1:
+        raise DataError(f"{root}: column indices {bad or tgt.tolist()} do not fit data.txt's "
+                        f"{data.shape[1]} columns (one target column expected).")
+    return make_dataset(data[:, feat], data[:, tgt[0]], task=task, name=root.name)
+
+
 def load_dataset(
     kind: str, *, path: str | os.PathLike[str] | None = None, task: str = "classification",
     target: str | None = None, group: str | None = None,
 ) -> Dataset:
-    """Load a data set by kind: ``digits | arrays | images | table`` (see each loader)."""
+    """Load a data set by kind: ``digits | arrays | images | table | uci`` (see each loader)."""
     kind = _look_up_option(kind, KINDS, what="data kind")
     if kind == "digits":
         return load_digits()
@@ -138,4 +168,6 @@ def load_dataset(
         return load_arrays(path, task=task)
     if kind == "images":
         return load_images(path)
+    if kind == "uci":
+        return load_uci(path, task=task)
     return load_table(path, target=target, task=task, group=group)

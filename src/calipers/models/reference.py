@@ -39,6 +39,8 @@ class MLP(nn.Sequential):
         Width of each hidden layer.
     dropout : float, default 0.1
         Drop probability after each hidden activation.
+    input_dropout : bool, default False
+        Drop inputs too, with the same probability (Gal & Ghahramani's UCI networks).
 
     Shape
     -----
@@ -52,12 +54,15 @@ class MLP(nn.Sequential):
         *,
         hidden: Sequence[int] = (128, 128),
         dropout: float = 0.1,
+        input_dropout: bool = False,
     ) -> None:
         p = _check_dropout(dropout)
         n_out = _check_n_outputs(n_outputs)
         if len(hidden) == 0:
             raise ValueError("hidden must list at least one layer width, e.g. hidden = [64].")
         layers: list[nn.Module] = [nn.Flatten()]
+        if input_dropout:
+            layers.append(nn.Dropout(p))
         width = math.prod(int(s) for s in input_shape)
         for h in hidden:
             layers += [nn.Linear(width, int(h)), nn.ReLU(), nn.Dropout(p)]
@@ -65,6 +70,7 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(width, n_out))
         super().__init__(*layers)
         self.dropout = p
+        self.input_dropout = bool(input_dropout)
 
 
 class CNN(nn.Sequential):
