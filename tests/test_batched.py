@@ -41,7 +41,8 @@ def _reference_fit(m: Member, arch: MLPArch, opts: TrainOptions):
             lin.bias.copy_(torch.as_tensor(b))
     optim = torch.optim.Adam([
         {"params": [lin.weight for lin in layers], "weight_decay": m.weight_decay},
-        {"params": [lin.bias for lin in layers], "weight_decay": 0.0}], lr=opts.lr)
+        {"params": [lin.bias for lin in layers],
+         "weight_decay": m.weight_decay if m.decay_biases else 0.0}], lr=opts.lr)
     X = torch.as_tensor(m.X, dtype=torch.float32)
     y = torch.as_tensor(m.y, dtype=torch.float32).reshape(len(X), -1)
     n, U = len(X), arch.n_units
@@ -61,8 +62,9 @@ def _reference_fit(m: Member, arch: MLPArch, opts: TrainOptions):
             h, off = X[idx], 0
             for k, lin in enumerate(layers):
                 w = h.shape[1]
-                h = h * (masks[:, off:off + w] >= r) * (65536 / (65536 - r))
-                off += w
+                if k > 0 or arch.input_dropout:
+                    h = h * (masks[:, off:off + w] >= r) * (65536 / (65536 - r))
+                    off += w
                 h = lin(h)
                 h = torch.relu(h) if k < len(layers) - 1 else h
             loss = ((h - y[idx]) ** 2).mean()
@@ -97,6 +99,36 @@ def test_batched_equals_sequential_reference(rng):
         assert_allclose(a.mean, b.mean, atol=1e-5)
         assert_allclose(a.ll, b.ll, atol=1e-5)
         assert a.rmse == pytest.approx(b.rmse, abs=1e-5)
+
+
+def test_deeper_multi_output_with_bias_decay_equals_reference(rng):
+    """Two hidden layers, two outputs (the bmm paths), decay on biases too, no input dropout."""
+    arch = MLPArch(3, (5, 4), 2, input_dropout=False)
+    members = []
+    for k, n in enumerate((19, 19)):
+        X = rng.normal(size=(n, 3)).astype(np.float32)
+        y = np.stack([X @ [1.0, -2.0, 0.5], X[:, 0] ** 2], 1).astype(np.float32)
+        members.append(Member(X, y, dropout=(0.2, 0.1)[k], weight_decay=(1e-2, 0.0)[k],
+                              seed=30 + k, decay_biases=True))
+    fits = fit_members(members, arch, options=OPTS)
+    assert [f.group_size for f in fits] == [2, 2]
+    for m, f in zip(members, fits, strict=True):
+        for (w, b), (wr, br) in zip(f.weights, _reference_fit(m, arch, OPTS), strict=True):
+            assert_allclose(w, wr, atol=1e-5)
+            assert_allclose(b, br, atol=1e-5)
+
+
+def test_mc_groups_never_mix_tasks_with_and_without_tau(rng):
+    fit = fit_members(_members(rng)[:1], ARCH, options=OPTS)[0]
+    X = rng.normal(size=(6, 3)).astype(np.float32)
+    y = rng.normal(size=6)
+    alone = mc_members([MCTask(fit, X, y, tau=2.0, seed=1)], ARCH, n_mc=30, device="cpu")[0]
+    mixed = mc_members([MCTask(fit, X, y, tau=2.0, seed=1), MCTask(fit, X, y, tau=None, seed=1)],
+                       ARCH, n_mc=30, device="cpu")
+    assert mixed[0].log_likelihood == pytest.approx(alone.log_likelihood, abs=1e-9)
+    assert_allclose(mixed[0].var, alone.var, atol=1e-9)
+    assert mixed[1].log_likelihood is None
+    assert_allclose(mixed[1].var + 0.5, alone.var, atol=1e-6)  # the same passes, minus 1/tau
 
 
 def test_group_memory_bound_gives_same_weights(rng):

@@ -255,3 +255,79 @@ def test_uci_folder_and_its_splits(tmp_path):
     (tmp_path / "index_target.txt").unlink()
     with pytest.raises(Exception, match=r"lacks \['index_target.txt'\]"):
         load_dataset("uci", path=tmp_path, task="regression")
+
+
+def test_partial_resume_keeps_saved_folds(tmp_path, reg, folds):
+    run = tmp_path / "run"
+    first = cross_validate_batched(reg, {"A": MLP_A}, folds, options=OPTS, n_mc=5, tau=1.0,
+                                   run_dir=run)
+    (run / "A" / "fold-01" / "metrics.json").unlink()        # an interrupted run
+    saved = json.loads((run / "A" / "fold-00" / "metrics.json").read_text())
+    saved["metrics"]["rmse"] = 123.0                          # what is on disk wins
+    (run / "A" / "fold-00" / "metrics.json").write_text(json.dumps(saved))
+    again = cross_validate_batched(reg, {"A": MLP_A}, folds, options=OPTS, n_mc=5, tau=1.0,
+                                   run_dir=run)
+    assert [r.resumed for r in again.results["A"]] == [True, False, True]
+    assert again.results["A"][0].metrics["rmse"] == 123.0
+    assert again.results["A"][1].metrics["rmse"] == pytest.approx(
+        first.results["A"][1].metrics["rmse"], rel=1e-6)
+    assert (run / "A" / "fold-01" / "metrics.json").is_file()
+
+
+def test_inner_split_is_shuffled_for_sorted_folds(reg, folds):
+    from calipers.search import SearchOptions, search_regression
+
+    opts = SearchOptions(grid={"dropout": [0.1], "tau": [1.0]}, hidden=(4,), epochs=1,
+                         n_mc=2, device="cpu", inner_shuffle=True)
+    res = search_regression(reg.X, reg.y, folds, options=opts)
+    for tr, val in zip(folds.train, res.validation_index, strict=True):
+        assert set(val) < set(tr)
+        assert sorted(val) != sorted(tr)[-len(val):]          # not the tail of sorted indices
+    kept = search_regression(reg.X, reg.y, folds, options=SearchOptions(
+        **{**opts.__dict__, "inner_shuffle": False}))
+    assert_array_equal(kept.validation_index[0], folds.train[0][-len(kept.validation_index[0]):])
+
+
+def test_uci_kind_defaults_to_regression_and_cv_conflicts():
+    import tomllib
+
+    cfg = parse_config({"data": {"kind": "uci", "path": "x"},
+                        "networks": {"A": {"model": "calipers.models:MLP"}}})
+    assert cfg.data.task == "regression"
+    base = tomllib.loads(_config())
+    with pytest.raises(ConfigError, match="cv.repeats = 2 with shuffle = false"):
+        parse_config({**base, "cv": {"repeats": 2, "shuffle": False}})
+    with pytest.raises(ConfigError, match="cv.shuffle: has no effect with cv.splits"):
+        parse_config({**base, "cv": {"splits": "s.json", "shuffle": False}})
+    raw = tomllib.loads(_config('[search]\ndropout = [0.1]\ntau = [1.0]\n'))
+    raw["train"]["weight_decay"] = 1e-4
+    with pytest.raises(ConfigError, match="train.weight_decay: with \\[search\\]"):
+        parse_config(raw)
+
+
+def test_metric_that_a_network_cannot_report_is_refused_before_training(tmp_path, rng):
+    import tomllib
+
+    _table(tmp_path, rng)
+    raw = tomllib.loads(_config())          # no tau: no log likelihood
+    raw["compare"] = {"metric": "log_likelihood"}
+    cfg = parse_config(raw, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="compare.metric = 'log_likelihood': networks \\['A'\\]"):
+        run_experiment(cfg, tmp_path / "run", report=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_from_an_older_calipers_resumes(tmp_path, rng):
+    """A config.toml without keys added later (written with their defaults now) is the same
+    experiment."""
+    import tomllib
+
+    _table(tmp_path, rng)
+    cfg = parse_config(tomllib.loads(_config()), base_dir=tmp_path)
+    run_experiment(cfg, tmp_path / "run", report=False)
+    old = (tmp_path / "run" / "config.toml").read_text()
+    assert "shuffle = true\n" in old and "batched = true\n" in old
+    (tmp_path / "run" / "config.toml").write_text(
+        old.replace("shuffle = true\n", "").replace("batched = true\n", ""))
+    res = run_experiment(cfg, tmp_path / "run", report=False)
+    assert all(r.resumed for r in res.cv.results["A"])

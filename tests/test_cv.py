@@ -97,8 +97,24 @@ def test_regression_reports_original_units(rng):
     assert abs(r.predictions["mean"].mean() - 100) < 5  # de-standardised
     rmse = np.sqrt(np.mean((r.predictions["mean"][:, 0] - r.predictions["y_true"]) ** 2))
     assert r.metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
-    # predictive variance >= the noise term 1/tau, scaled back by the training std of y squared
-    assert np.all(r.predictions["var"] >= 0.1 * y[folds.train[0]].std() ** 2 * (1 - 1e-5))
+    # predictive variance >= the noise term 1/tau, tau in 1/(target units)²
+    assert np.all(r.predictions["var"] >= 0.1 * (1 - 1e-6))
+
+
+def test_tau_is_in_target_units_in_both_engines(rng):
+    """Fold-by-fold and stacked training add the same noise variance 1/tau (original units)."""
+    from calipers.batched_cv import cross_validate_batched
+
+    X = rng.normal(size=(45, 3))
+    y = 100 * X[:, 0] + rng.normal(size=45)                   # y std ≈ 100
+    data = make_dataset(X, y, task="regression")
+    folds = make_folds(data.y, n_folds=3, stratify=False)
+    nets = {"M": NetworkSpec("calipers.models:MLP", {"hidden": [8], "dropout": 1e-4})}
+    opts = TrainOptions(epochs=2, batch_size=16, device="cpu")
+    seq = cross_validate(data, nets, folds, options=opts, n_mc=5, tau=4.0)
+    bat = cross_validate_batched(data, nets, folds, options=opts, n_mc=5, tau=4.0)
+    for res in (seq, bat):  # with p = 1e-4 almost no unit is dropped: var = MC var + 1/tau
+        assert np.median(res.pooled("M", "var")) == pytest.approx(0.25, rel=1e-4)
 
 
 def test_compare_runs_refuses_different_folds(tmp_path, data):

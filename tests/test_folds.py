@@ -66,3 +66,13 @@ def test_check_cv_rejects_overlap():
 def test_one_fold_rejected():
     with pytest.raises(ValueError, match=r"n_folds must be an integer >= 2; got 1. Set \[cv\] folds = 2"):
         make_folds(np.zeros(10), n_folds=1)
+
+
+def test_unshuffled_folds_are_contiguous_blocks():
+    from calipers.folds import make_folds
+
+    f = make_folds(np.zeros(10), n_folds=3, stratify=False, shuffle=False)
+    assert [t.tolist() for t in f.test] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert f.train[1].tolist() == [0, 1, 2, 3, 7, 8, 9]
+    with pytest.raises(ValueError, match="n_repeats=2 without shuffling repeats the same folds"):
+        make_folds(np.zeros(10), n_folds=3, n_repeats=2, shuffle=False)

@@ -297,7 +297,8 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
     M, n = len(members), len(members[0].X)
     X = torch.as_tensor(np.stack([m.X for m in members])).to(device)
     Y = torch.as_tensor(np.stack([m.y for m in members])).to(device)
-    scale = _keep_scale(torch.tensor([m.dropout for m in members])).to(device)[:, None, None]
+    rates = torch.tensor([m.dropout for m in members], dtype=torch.float64)
+    scale = _keep_scale(rates).to(device)[:, None, None]
     wd = torch.tensor([m.weight_decay for m in members], dtype=torch.float32,
                       device=device)[:, None, None]
     wd_bias = torch.tensor([m.weight_decay if m.decay_biases else 0.0 for m in members],
@@ -463,7 +464,8 @@ def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
                for t in tasks]
     params = [q.detach() for q in _stack_params(members, device)]
     X = torch.as_tensor(np.stack([t.X for t in tasks])).to(device)
-    scale = _keep_scale(torch.tensor([t.fit.dropout for t in tasks])).to(device)[:, None, None]
+    rates = torch.tensor([t.fit.dropout for t in tasks], dtype=torch.float64)
+    scale = _keep_scale(rates).to(device)[:, None, None]
     mu = torch.tensor([t.y_mean for t in tasks], dtype=torch.float64, device=device)
     sd = torch.tensor([t.y_std for t in tasks], dtype=torch.float64, device=device)
     has_tau = all(t.tau is not None for t in tasks)
@@ -543,9 +545,13 @@ def mc_members(
         raise ValueError(f"n_mc must be an integer >= 0; got {n_mc!r}. The paper uses 10000.")
     clean = [_check_task(i, t, arch) for i, t in enumerate(tasks)]
     dev = resolve_device(device)
-    per = [12 * _RANDOM_BYTES + 32 * len(t.X) * arch.n_outputs for t in clean]
-    keys = [(len(t.X), t.y is not None) for t in clean]
-    sizes = [sorted(set(keys)).index(k) for k in keys]  # group by (n, has targets)
+    # per member: random bytes and masks of one chunk, then the activations of k·n rows
+    per = [12 * _RANDOM_BYTES + 32 * len(t.X) * arch.n_outputs
+           + _mc_block(len(t.X), arch) * len(t.X)
+           * (4 * arch.n_units + 12 * sum(arch.hidden) + 4 * arch.n_inputs + 16 * arch.n_outputs)
+           for t in clean]
+    keys = [(len(t.X), t.y is not None, t.tau is not None) for t in clean]
+    sizes = [sorted(set(keys)).index(k) for k in keys]  # group by (n, has targets, has tau)
     out: list[MemberMC | None] = [None] * len(clean)
     for group in _groups(sizes, per, batched, max_group_bytes):
         for i, r in zip(group, _mc_group([clean[i] for i in group], arch, int(n_mc), dev),

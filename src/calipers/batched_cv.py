@@ -51,7 +51,9 @@ _MLP_ARGS = ("hidden", "dropout", "input_dropout")
 @dataclass(frozen=True)
 class SearchSettings:
     """The ``[search]`` table: grid values, inner split, criterion, validation MC passes
-    (``None``: the test passes), length-scale of the weight-decay prior."""
+    (``None``: the test passes), length-scale of the weight-decay prior. ``inner_shuffle``
+    permutes each training split before its tail is cut off for validation; ``False`` keeps the
+    given order (predefined splits, as the paper's files)."""
 
     dropout: tuple[float, ...]
     tau: tuple[float, ...]
@@ -59,6 +61,7 @@ class SearchSettings:
     criterion: str = "ll"
     mc_samples: int | None = None
     lengthscale: float = 1e-2
+    inner_shuffle: bool = True
 
 
 def _mlp():
@@ -158,7 +161,7 @@ def _searched(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options
         lengthscale=search.lengthscale, inner_fraction=search.inner_fraction,
         criterion=search.criterion, n_mc=n_mc, n_mc_select=search.mc_samples,
         input_dropout=arch.input_dropout, device=options.device, batched=batched,
-        seed=child_seed(seed, "search", name))
+        seed=child_seed(seed, "search", name), inner_shuffle=search.inner_shuffle)
     res = search_regression(data.X, data.y, folds, options=opts, progress=phase)
     return [_fold_result(name, j, te, data.y[te], f, m, arch, chosen)
             for j, ((_, te), f, m, chosen) in enumerate(zip(folds, res.refits, res.test,
@@ -194,14 +197,15 @@ def cross_validate_batched(
     ``n_mc >= 1``), ``rmse_weight_scaling`` (dropout off).
 
     A network is resumed as a whole: if any of its splits is missing from ``run_dir``, all of
-    them are trained again (the same numbers) and the missing ones saved.
+    them are trained again (the same numbers, to float tolerance) and the missing ones saved;
+    the result holds the saved folds as they are on disk.
     """
     options = options or TrainOptions()
     for name, spec in networks.items():
         why = batched_reason(spec, data)
         if why is not None:
-            raise ValueError(f"network {name!r} cannot be trained batched: {why}. Use "
-                             "calipers.cv.cross_validate, or set [train] batched = false.")
+            raise ValueError(f"network {name!r} cannot be trained batched: {why}. "
+                             "Cross-validate it with calipers.cv.cross_validate.")
     if folds.n_samples != data.n_samples:
         raise ValueError(f"folds index {folds.n_samples} samples; the data set has "
                          f"{data.n_samples}.")
@@ -214,14 +218,19 @@ def cross_validate_batched(
             results[name] = tuple(_load_fold(run_path, name, j)  # type: ignore[arg-type]
                                   for j in range(len(folds)))
         else:
-            results[name] = tuple(_train_network(name, spec, data, folds, options, n_mc, tau,
-                                                 seed, search, batched, progress))
-            if run_path is not None:
-                for j, res in enumerate(results[name]):
-                    if not done[j]:
-                        tr, te = folds.train[j], folds.test[j]
-                        _save_fold(run_path, res, FoldSpec(name, spec, j, tr, te, seed, options,
-                                                           n_mc, tau))
+            fresh = _train_network(name, spec, data, folds, options, n_mc, tau, seed, search,
+                                   batched, progress)
+            kept = []
+            for j, res in enumerate(fresh):
+                if done[j]:  # saved folds win: the run folder stays the single truth
+                    kept.append(_load_fold(run_path, name, j))  # type: ignore[arg-type]
+                    continue
+                if run_path is not None:
+                    tr, te = folds.train[j], folds.test[j]
+                    _save_fold(run_path, res, FoldSpec(name, spec, j, tr, te, seed, options,
+                                                       n_mc, tau))
+                kept.append(res)
+            results[name] = tuple(kept)
         if progress is not None:
             for res in results[name]:
                 progress.fold_end(res)

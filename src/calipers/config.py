@@ -3,7 +3,8 @@
 Keys follow design §3::
 
     [data]     kind (digits|arrays|images|table|uci|nifti|png), path, task, target, group
-    [cv]       folds, repeats, seed, stratify, splits (predefined splits instead of a splitter)
+    [cv]       folds, repeats, seed, stratify, shuffle, splits (predefined splits instead of a
+               splitter)
     [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic, batched
     [mc]       samples, tau
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
@@ -45,6 +46,7 @@ class CVConfig(_Section):
     repeats: int = Field(1, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)
     stratify: bool = True
+    shuffle: bool = True  # false: contiguous test blocks in data order (serial sections)
     splits: str | None = None  # folder of index_train_<k>.txt / index_test_<k>.txt, or JSON
 
 
@@ -170,6 +172,9 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
         raise ConfigError("networks: no [networks.NAME] table; add at least one, e.g.\n"
                           "[networks.A]\nmodel = \"calipers.models:CNN\"\n"
                           "args = { channels = 16, dropout = 0.1 }")
+    data = raw.get("data")
+    if isinstance(data, dict) and data.get("kind") == "uci" and "task" not in data:
+        raw = {**raw, "data": {**data, "task": "regression"}}  # UCI folders hold regression sets
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -195,6 +200,12 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
                 cfg = cfg.model_copy(update={section: sub})
     if cfg.search is not None:
         _check_search(cfg)
+    if not cfg.cv.shuffle and cfg.cv.repeats > 1:
+        raise ConfigError(f"cv.repeats = {cfg.cv.repeats} with shuffle = false repeats the same "
+                          "folds; set repeats = 1 or shuffle = true.")
+    if not cfg.cv.shuffle and cfg.cv.splits is not None:
+        raise ConfigError("cv.shuffle: has no effect with cv.splits (the given splits are used "
+                          "as they are); remove one of them.")
     for key in ("a", "b"):
         name = getattr(cfg.compare, key)
         if name is not None and name not in cfg.networks:
@@ -214,6 +225,9 @@ def _check_search(cfg: ExperimentConfig) -> None:
     if cfg.mc.tau is not None:
         raise ConfigError("mc.tau: with [search], tau is chosen per split from search.tau; "
                           "remove mc.tau.")
+    if cfg.train.weight_decay > 0:
+        raise ConfigError("train.weight_decay: with [search], weight decay follows from tau and "
+                          "the dropout rate (λ = l²(1 − p)/(2Nτ)); remove train.weight_decay.")
     for name, net in cfg.networks.items():
         if "dropout" in net.args:
             raise ConfigError(f"networks.{name}.args.dropout: with [search], the dropout rate "

@@ -89,10 +89,11 @@ def _standardize(train: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
 
 def _predict(model: torch.nn.Module, X: np.ndarray, task: str, spec: FoldSpec,
              device: str) -> dict[str, np.ndarray]:
+    """Predictions on standardised targets (regression); ``var`` is the MC variance only —
+    :func:`run_fold` adds ``1/tau`` in original units."""
     if spec.n_mc > 0:
         res = mc_predict(model, X, n_mc=spec.n_mc, task=task, device=device,
-                         seed=child_seed(spec.seed, "mc", spec.network, spec.split),
-                         tau=spec.tau if task == "regression" else None)
+                         seed=child_seed(spec.seed, "mc", spec.network, spec.split))
         if task == "classification":
             return {"proba": res.proba, "entropy": res.entropy,
                     "expected_entropy": res.expected_entropy, "mutual_info": res.mutual_info}
@@ -134,7 +135,8 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
         metrics["mutual_info"] = float(np.mean(pred["mutual_info"]))
     else:
         mean = pred["mean"].reshape(len(y_te), -1) * y_sd + y_mu
-        var = pred["var"].reshape(len(y_te), -1) * y_sd**2
+        # tau is a precision in 1/(target units)², as in calipers.uncertainty and the paper
+        var = pred["var"].reshape(len(y_te), -1) * y_sd**2 + (1.0 / spec.tau if spec.tau else 0.0)
         pred = {"mean": mean, "var": var}
         yt = y_te.reshape(len(y_te), -1)
         metrics = score_regression(yt, mean, var if np.all(var > 0) else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,20 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
     return parse_config(raw)
 
 
+def _same_config(old_text: str, new_text: str) -> bool:
+    """Same experiment: equal text, or equal once parsed (a newer calipers writes keys with
+    their defaults that an older run's config.toml lacks)."""
+    if old_text == new_text:
+        return True
+    try:
+        return parse_config(tomllib.loads(old_text)) == parse_config(tomllib.loads(new_text))
+    except (ConfigError, tomllib.TOMLDecodeError):
+        return False
+
+
 def _check_resume(run_dir: Path, config_text: str, folds_hash: str) -> None:
     old_cfg = run_dir / "config.toml"
-    if old_cfg.is_file() and old_cfg.read_text(encoding="utf-8") != config_text:
+    if old_cfg.is_file() and not _same_config(old_cfg.read_text(encoding="utf-8"), config_text):
         raise ConfigError(
             f"{run_dir} holds a run of a different configuration (its config.toml differs); "
             "resume only reruns the same experiment. Choose another --out or delete the folder."
@@ -91,7 +103,8 @@ def run_experiment(
         folds = read_splits(config.cv.splits, n_samples=data.n_samples)
     else:
         folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
-                           seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups)
+                           seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups,
+                           shuffle=config.cv.shuffle)
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
@@ -102,6 +115,7 @@ def run_experiment(
             if why is not None:
                 raise ConfigError(f"networks.{name}: [search] needs calipers.models:MLP "
                                   f"networks on a one-target regression table; {why}.")
+    _check_compare_metric(config, networks, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
@@ -131,12 +145,30 @@ def run_experiment(
     return finish_run(config, run_dir, cv, report=report)
 
 
+def _check_compare_metric(config: ExperimentConfig, networks, data) -> None:
+    """Refuse, before training, a comparison metric that some network will not report."""
+    metric = config.compare.metric
+    if metric not in ("log_likelihood", "rmse_weight_scaling"):
+        return
+    lacking = [n for n, s in networks.items()
+               if config.search is None and batched_reason(s, data) is not None]
+    if metric == "log_likelihood" and (config.mc.samples == 0 or
+                                       (config.search is None and config.mc.tau is None)):
+        lacking = list(networks)
+    if lacking:
+        raise ConfigError(f"compare.metric = {metric!r}: networks {lacking} will not report it "
+                          "(it comes from stacked MLP regression with MC dropout"
+                          f"{' and a tau' if metric == 'log_likelihood' else ''}); compare on "
+                          "'rmse' or 'gaussian_nll'.")
+
+
 def _search_settings(config: ExperimentConfig) -> SearchSettings | None:
     s = config.search
     if s is None:
         return None
     return SearchSettings(tuple(s.dropout), tuple(s.tau), s.inner_fraction, s.criterion,
-                          s.mc_samples, s.lengthscale)
+                          s.mc_samples, s.lengthscale,
+                          inner_shuffle=config.cv.splits is None)  # keep a predefined order
 
 
 def finish_run(

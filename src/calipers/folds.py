@@ -97,18 +97,24 @@ def make_folds(
     seed: int = 0,
     stratify: bool = True,
     groups: np.ndarray | None = None,
+    shuffle: bool = True,
 ) -> Folds:
     """Shuffled K-fold splits, repeated ``n_repeats`` times with different shuffles.
 
     ``StratifiedKFold`` when ``stratify`` and ``y`` holds class labels (1-D integers),
     ``GroupKFold`` when ``groups`` is given (samples of a group stay together), else ``KFold``.
     Repeat r shuffles with ``child_seed(seed, "cv", r)`` (NOTE [Task seeds] in ``_seeds.py``).
+    ``shuffle=False`` keeps the data order: each test fold of ``KFold`` is a contiguous block
+    (for serial sections or time series, whose neighbours are correlated); one repeat only.
     """
     y = np.asarray(y)
     n = y.shape[0]
     n_folds = _check_positive_int(n_folds, name="n_folds", minimum=2,
                                   fix="Set [cv] folds = 2 or more.")
     n_repeats = _check_positive_int(n_repeats, name="n_repeats", fix="Set [cv] repeats = 1.")
+    if not shuffle and n_repeats > 1:
+        raise ValueError(f"n_repeats={n_repeats} without shuffling repeats the same folds; set "
+                         "[cv] repeats = 1 or shuffle = true.")
     if n_folds > n:
         raise ValueError(f"n_folds={n_folds} is more than the {n} samples; set [cv] folds <= {n}.")
     classes = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
@@ -128,13 +134,13 @@ def make_folds(
             )
     train, test, rep, fold = [], [], [], []
     for r in range(n_repeats):
-        rs = child_seed(seed, "cv", r) % (2**32)
+        rs = child_seed(seed, "cv", r) % (2**32) if shuffle else None
         if groups is not None:
-            splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=rs)
+            splitter = GroupKFold(n_splits=n_folds, shuffle=shuffle, random_state=rs)
         elif stratify and classes:
-            splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=rs)
+            splitter = StratifiedKFold(n_splits=n_folds, shuffle=shuffle, random_state=rs)
         else:
-            splitter = KFold(n_splits=n_folds, shuffle=True, random_state=rs)
+            splitter = KFold(n_splits=n_folds, shuffle=shuffle, random_state=rs)
         for k, (tr, te) in enumerate(splitter.split(np.zeros(n), y if classes else None, groups)):
             train.append(np.sort(tr).astype(np.int64))
             test.append(np.sort(te).astype(np.int64))

@@ -80,7 +80,10 @@ class SearchOptions:
 
     ``epochs`` is 40 × the paper's multiplier (4000 for the published grid-search table);
     ``n_mc`` the test passes T, ``n_mc_select`` the validation passes (default ``n_mc``);
-    ``criterion`` ``"ll"`` (validation log likelihood, the paper) or ``"rmse"``.
+    ``criterion`` ``"ll"`` (validation log likelihood, the paper) or ``"rmse"``;
+    ``inner_shuffle`` permutes each training split (``child_seed(seed, "inner", j)``) before
+    cutting it, for folds whose training indices are sorted (:func:`calipers.make_folds`) rather
+    than in a random file order (the paper's split files).
     """
 
     grid: Mapping[str, Sequence[float]] = field(default_factory=lambda: {
@@ -98,6 +101,7 @@ class SearchOptions:
     device: str = "auto"
     batched: bool = True
     seed: int = 0
+    inner_shuffle: bool = False
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -219,7 +223,9 @@ def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
     """
     X, y, opts, points = _search_iv(X, y, folds, options)
     arch = MLPArch(X.shape[1], tuple(opts.hidden), 1, opts.input_dropout)
-    inner = [inner_split(tr, fraction=opts.inner_fraction) for tr in folds.train]
+    inner = [inner_split(np.random.default_rng(child_seed(opts.seed, "inner", j)).permutation(tr)
+                         if opts.inner_shuffle else tr, fraction=opts.inner_fraction)
+             for j, tr in enumerate(folds.train)]
     t0 = time.perf_counter()
     pairs = [_prepare(X, y, f, v, pt, opts, child_seed(opts.seed, "search", j, g))
              for j, (f, v) in enumerate(inner) for g, pt in enumerate(points)]
@@ -228,7 +234,12 @@ def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
     J, G = len(folds), len(points)
     v_ll = np.array([r.log_likelihood for r in val]).reshape(J, G)
     v_rmse = np.array([r.mc_rmse for r in val]).reshape(J, G)
-    best = v_ll.argmax(1) if opts.criterion == "ll" else v_rmse.argmin(1)
+    score = v_ll if opts.criterion == "ll" else -v_rmse
+    failed = np.flatnonzero(np.isnan(score).all(axis=1))
+    if failed.size:
+        raise FloatingPointError(f"every grid point diverged (NaN validation scores) on split(s) "
+                                 f"{failed.tolist()}; lower [train] lr or check the data.")
+    best = np.nanargmax(score, axis=1)  # a diverged point (NaN) is never chosen
     t1 = time.perf_counter()
     # The test indices are read here, and only here, after every choice is made.
     refit = [_prepare(X, y, tr, te, points[best[j]], opts, child_seed(opts.seed, "refit", j))

@@ -74,3 +74,25 @@ def test_network_without_dropout_is_refused(nifti_set, tmp_path):
     })
     with pytest.raises(Exception, match="has no dropout module"):
         run_experiment(cfg, tmp_path / "run")
+
+
+def test_contiguous_and_predefined_folds(png_set, tmp_path):
+    """ISBI slices are serial sections: ``shuffle = false`` gives contiguous test blocks, and
+    ``[cv] splits`` (a JSON of index lists) is honoured for segmentation too."""
+    import json
+
+    base = {
+        "data": {"kind": "png", "path": str(png_set), "task": "segmentation"},
+        "train": {"epochs": 1, "batch_size": 2, "device": "cpu"}, "mc": {"samples": 0},
+        "networks": {"A": {"model": "calipers.models:UNet",
+                           "args": {"channels": [4, 8], "dropout": 0.1}}},
+    }
+    cfg = parse_config({**base, "cv": {"folds": 3, "shuffle": False}})
+    res = run_experiment(cfg, tmp_path / "blocks", report=False)
+    assert [f.tolist() for f in res.cv.folds.test] == [[0, 1], [2, 3], [4, 5]]
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps([{"train": [2, 3, 4, 5], "test": [0, 1]},
+                                  {"train": [0, 1, 4, 5], "test": [2, 3]}]))
+    cfg = parse_config({**base, "cv": {"splits": str(splits)}})
+    res = run_experiment(cfg, tmp_path / "given", report=False)
+    assert [f.tolist() for f in res.cv.folds.test] == [[0, 1], [2, 3]]

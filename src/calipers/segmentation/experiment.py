@@ -37,6 +37,7 @@ from calipers.runs import atomic_write_json, atomic_write_text
 from calipers.segmentation.data import SegmentationData, crop_to, load_segmentation, pad_to
 from calipers.segmentation.maps import mc_segment
 from calipers.segmentation.train import fit_segmentation
+from calipers.splits import read_splits
 from calipers.train import TrainOptions
 from calipers.uncertainty import has_dropout
 
@@ -150,8 +151,12 @@ def run_segmentation_experiment(
     """
     run_dir = Path(run_dir)
     data = load_segmentation(config.data.path, kind=config.data.kind, multiple=_MULTIPLE)
-    folds = make_folds(np.zeros(data.n_samples), n_folds=config.cv.folds,
-                       n_repeats=config.cv.repeats, seed=config.cv.seed, stratify=False)
+    if config.cv.splits is not None:
+        folds = read_splits(config.cv.splits, n_samples=data.n_samples)
+    else:
+        folds = make_folds(np.zeros(data.n_samples), n_folds=config.cv.folds,
+                           n_repeats=config.cv.repeats, seed=config.cv.seed, stratify=False,
+                           shuffle=config.cv.shuffle)
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}

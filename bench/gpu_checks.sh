@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU checks the open issues still owe, as one script for a lent GPU machine (about 10 min
+# on one H100). Run from the repository root with the .venv built; results go to $OUT (or
+# bench/results). Real data: CALIPERS_DATA (default ../shared/data); copy the hippocampus and
+# ISBI folders (33 MB) next to the repository if the machine has no ../shared.
+#
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh a    # steps 1-2 (about 4 min)
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh b    # steps 3-4 (about 8 min)
+#
+# 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
+# 2. issue 6: batched vs one-by-one vs calipers.train.fit training, UCI yacht and kin8nm
+# 3. issue 4: hippocampus, 5-fold 3-D U-Net, 60 epochs (the full protocol)
+# 4. issue 4: ISBI 2012, 5 contiguous folds, 2-D U-Net, 80 epochs
+set -u
+OUT=${OUT:-bench/results}
+mkdir -p "$OUT"
+PY=${PY:-.venv/bin/python}
+export CALIPERS_DEVICE=cuda
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+$PY -m calipers.cli env > "$OUT/env.txt" 2>&1 || true
+
+if [ "${1:-a}" = a ]; then
+    timeout 90 $PY bench/bench_seg_mc.py --device cuda > "$OUT/seg_mc_cuda.log" 2>&1
+    cp bench/results/seg_mc_cuda.json "$OUT/" 2>/dev/null
+    timeout 150 $PY bench/bench_batched.py --device cuda --datasets yacht kin8nm --epochs 20 \
+        --out "$OUT/batched_cuda.json" > "$OUT/batched_cuda.log" 2>&1
+else
+    timeout 300 $PY -m pytest -q -s -m slow validate/test_segmentation.py -k hippocampus \
+        > "$OUT/seg_hippocampus.log" 2>&1
+    timeout 240 $PY -m pytest -q -s -m slow validate/test_segmentation.py -k isbi \
+        > "$OUT/seg_isbi.log" 2>&1
+    cp bench/results/seg_validation_*.json "$OUT/" 2>/dev/null
+fi
+tail -n 3 "$OUT"/*.log
