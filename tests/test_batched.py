@@ -67,7 +67,10 @@ def _reference_fit(m: Member, arch: MLPArch, opts: TrainOptions):
                     off += w
                 h = lin(h)
                 h = torch.relu(h) if k < len(layers) - 1 else h
-            loss = ((h - y[idx]) ** 2).mean()
+            if arch.loss == "cross_entropy":
+                loss = nn.functional.cross_entropy(h, y[idx, 0].long())
+            else:
+                loss = ((h - y[idx]) ** 2).mean()
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -131,6 +134,37 @@ def test_mc_groups_never_mix_tasks_with_and_without_tau(rng):
     assert_allclose(mixed[1].var + 0.5, alone.var, atol=1e-6)  # the same passes, minus 1/tau
 
 
+def test_classification_equals_reference_and_mc_proba(rng):
+    """Cross-entropy members (3 classes) against nn.Linear + F.cross_entropy + Adam; MC gives
+    probabilities, entropy = H(mean p) and MI = H(mean p) - mean H(p) by hand."""
+    arch = MLPArch(3, (6,), 3, input_dropout=True, loss="cross_entropy")
+    members = []
+    for k in range(2):
+        X = rng.normal(size=(20, 3)).astype(np.float32)
+        y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 1)
+        members.append(Member(X, y, dropout=0.2, weight_decay=1e-3 * k, seed=50 + k))
+    fits = fit_members(members, arch, options=OPTS)
+    for m, f in zip(members, fits, strict=True):
+        for (w, b), (wr, br) in zip(f.weights, _reference_fit(m, arch, OPTS), strict=True):
+            assert_allclose(w, wr, atol=1e-5)
+            assert_allclose(b, br, atol=1e-5)
+    Xt = rng.normal(size=(5, 3)).astype(np.float32)
+    res = mc_members([MCTask(fits[0], Xt, None, tau=None, seed=4)], arch, n_mc=40,
+                     device="cpu")[0]
+    # hand: the same passes as _reference_mc, then softmax per pass
+    logits = _reference_mc_logits(fits[0], Xt, arch, 40, 4)          # (T, n, C)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    mean = p.mean(0)
+    ent = -(mean * np.log(mean)).sum(-1)
+    exp_ent = -(p * np.log(p)).sum(-1).mean(0)
+    assert_allclose(res.proba, mean, atol=1e-6)
+    assert_allclose(res.entropy, ent, atol=1e-6)
+    assert_allclose(res.mutual_info, ent - exp_ent, atol=1e-6)
+    with pytest.raises(ValueError, match=r"class indices outside 0..2"):
+        fit_members([Member(Xt, np.array([0, 1, 2, 3, 0]))], arch)
+
+
 def test_group_memory_bound_gives_same_weights(rng):
     members = _members(rng, sizes=(12, 12, 12))
     one = fit_members(members, ARCH, options=OPTS)
@@ -139,6 +173,28 @@ def test_group_memory_bound_gives_same_weights(rng):
     assert [f.group_size for f in split] == [1, 1, 1]
     for a, b in zip(one, split, strict=True):
         assert_allclose(a.weights[0][0], b.weights[0][0], atol=1e-5)
+
+
+def _reference_mc_logits(fit, X, arch, n_mc, seed):
+    """(T, n, C) outputs of one pass at a time (the chunk layout of NOTE [Member randomness])."""
+    n, U = len(X), arch.n_units
+    k = max(1, (1 << 19) // (2 * n * U))
+    gen = np.random.Generator(np.random.PCG64(child_seed(seed, "mc")))
+    u = np.concatenate([np.frombuffer(gen.bytes(2 * min(k, n_mc - d) * n * U), dtype="<u2")
+                        .reshape(-1, n, U) for d in range(0, n_mc, k)])
+    r = round(65536 * fit.dropout)
+    keep = (u >= r) * (65536 / (65536 - r))
+    outs = []
+    for t in range(n_mc):
+        h, off = X.astype(np.float64), 0
+        for j, (w, b) in enumerate(fit.weights):
+            if j > 0 or arch.input_dropout:
+                h = h * keep[t, :, off:off + h.shape[1]]
+                off += h.shape[1]
+            h = h @ w + b
+            h = np.maximum(h, 0) if j < len(fit.weights) - 1 else h
+        outs.append(h)
+    return np.stack(outs)
 
 
 def _reference_mc(fit, X, arch, n_mc, seed):

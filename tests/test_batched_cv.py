@@ -97,14 +97,34 @@ def test_search_chooses_per_split_from_the_grid(reg, folds):
 def test_batched_reason(reg, blobs):
     assert batched_reason(MLP_A, reg) is None
     cls = make_dataset(*blobs, task="classification")
-    assert "task is 'classification'" in batched_reason(MLP_A, cls)
+    assert batched_reason(MLP_A, cls) is None
     assert "is not calipers.models:MLP" in batched_reason(
         NetworkSpec("calipers.models:CNN", {}), reg)
     assert "['bogus']" in batched_reason(NetworkSpec("calipers.models:MLP", {"bogus": 1}), reg)
     two = make_dataset(reg.X, np.stack([reg.y, reg.y], 1), task="regression")
-    assert "one target" in batched_reason(MLP_A, two)
-    with pytest.raises(ValueError, match="network 'C' cannot be trained batched: task is"):
-        cross_validate_batched(cls, {"C": MLP_A}, make_folds(cls.y, n_folds=3))
+    assert "more than one target" in batched_reason(MLP_A, two)
+    cnn = NetworkSpec("calipers.models:CNN", {})
+    with pytest.raises(ValueError, match="network 'C' cannot be trained batched: .*CNN"):
+        cross_validate_batched(cls, {"C": cnn}, make_folds(cls.y, n_folds=3))
+
+
+def test_classification_is_batched_with_the_keys_of_fold_by_fold(blobs):
+    from calipers.cv import cross_validate
+
+    cls = make_dataset(*blobs, task="classification")
+    folds = make_folds(cls.y, n_folds=3, seed=1)
+    nets = {"A": NetworkSpec("calipers.models:MLP", {"hidden": [16], "dropout": 0.2})}
+    opts = TrainOptions(epochs=15, batch_size=16, lr=1e-2, device="cpu")
+    a = cross_validate_batched(cls, nets, folds, options=opts, n_mc=10)
+    b = cross_validate_batched(cls, nets, folds, options=opts, n_mc=10, batched=False)
+    seq = cross_validate(cls, nets, folds, options=opts, n_mc=10)
+    for ra, rb, rs in zip(a.results["A"], b.results["A"], seq.results["A"], strict=True):
+        assert ra.metrics.keys() == rs.metrics.keys()
+        assert ra.predictions.keys() == rs.predictions.keys()
+        assert_allclose(ra.predictions["proba"], rb.predictions["proba"], atol=1e-6)
+        assert_allclose(ra.predictions["proba"].sum(1), 1.0, atol=1e-9)
+        assert np.all(ra.predictions["mutual_info"] >= 0)
+        assert ra.metrics["accuracy"] > 0.8 and rs.metrics["accuracy"] > 0.8  # 3 easy blobs
 
 
 _NETS = textwrap.dedent('''

@@ -51,8 +51,8 @@ from calipers._device import resolve_device
 from calipers._seeds import child_seed, torch_generator
 from calipers.train import ProgressFn, TrainOptions
 
-__all__ = ["MCTask", "MLPArch", "Member", "MemberFit", "MemberMC", "fit_members", "init_weights",
-           "mc_members"]
+__all__ = ["MCTask", "MLPArch", "Member", "MemberFit", "MemberMC", "MemberProba", "fit_members",
+           "init_weights", "mc_members"]
 
 # Random numbers drawn per member per call (NOTE [Member randomness]); fixes E_c and k.
 _RANDOM_BYTES = 1 << 19  # random bytes per member per draw (NOTE [Member randomness])
@@ -63,14 +63,20 @@ _DEFAULT_GROUP_BYTES = 1 << 30
 class MLPArch:
     """A fully connected ReLU network ``n_inputs → hidden… → n_outputs`` with dropout before every
     linear layer after the first and, when ``input_dropout`` (Gal & Ghahramani 2016), on the
-    inputs too."""
+    inputs too. ``loss``: ``"mse"`` (regression, ``n_outputs`` targets) or ``"cross_entropy"``
+    (classification, ``n_outputs`` classes, logits out)."""
 
     n_inputs: int
     hidden: tuple[int, ...] = (50,)
     n_outputs: int = 1
     input_dropout: bool = True
+    loss: str = "mse"
 
     def __post_init__(self) -> None:
+        if self.loss not in ("mse", "cross_entropy"):
+            raise ValueError(f"MLPArch loss must be 'mse' or 'cross_entropy'; got {self.loss!r}.")
+        if self.loss == "cross_entropy" and self.n_outputs < 2:
+            raise ValueError(f"cross_entropy needs n_outputs >= 2 classes; got {self.n_outputs}.")
         widths = (self.n_inputs, *self.hidden, self.n_outputs)
         if any(isinstance(w, bool) or int(w) != w or w < 1 for w in widths) or not self.hidden:
             raise ValueError(f"MLPArch needs n_inputs, n_outputs >= 1 and at least one hidden "
@@ -185,11 +191,28 @@ def _draw_train_block(gens: Sequence[np.random.Generator], ps: Sequence[float], 
             torch.from_numpy(np.stack(keep)))
 
 
+def _check_labels(i: int, y: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.shape != (n,) or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, bool)):
+        raise ValueError(f"members[{i}].y must be ({n},) integer class indices for a "
+                         f"cross_entropy MLPArch; got shape {y.shape} and dtype {y.dtype}.")
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"members[{i}].y holds class indices outside 0..{n_classes - 1} "
+                         f"(min {y.min()}, max {y.max()}); set MLPArch n_outputs to the number "
+                         "of classes.")
+    return y.astype(np.int64)
+
+
 def _check_member(i: int, m: Member, arch: MLPArch) -> Member:
     X = np.asarray(m.X, dtype=np.float32)
-    y = np.asarray(m.y, dtype=np.float32)
-    y = y[:, None] if y.ndim == 1 else y
-    if X.ndim != 2 or X.shape[1] != arch.n_inputs or y.shape != (len(X), arch.n_outputs):
+    if arch.loss == "cross_entropy":
+        y = _check_labels(i, m.y, len(X), arch.n_outputs)
+        shape_ok = True
+    else:
+        y = np.asarray(m.y, dtype=np.float32)
+        y = y[:, None] if y.ndim == 1 else y
+        shape_ok = y.shape == (len(X), arch.n_outputs)
+    if X.ndim != 2 or X.shape[1] != arch.n_inputs or not shape_ok:
         raise ValueError(
             f"members[{i}]: X must be (n, {arch.n_inputs}) and y (n,) or (n, {arch.n_outputs}) "
             f"for this architecture; got X {X.shape} and y {np.shape(m.y)}. Build MLPArch from "
@@ -197,7 +220,8 @@ def _check_member(i: int, m: Member, arch: MLPArch) -> Member:
     if len(X) < 1:
         raise ValueError(f"members[{i}]: X has no rows; each member needs training data.")
     _check_finite(X, name=f"members[{i}].X")
-    _check_finite(y, name=f"members[{i}].y")
+    if arch.loss == "mse":
+        _check_finite(y, name=f"members[{i}].y")
     if not 0.0 <= float(m.dropout) < 1.0:
         raise ValueError(f"members[{i}].dropout must be in [0, 1); got {m.dropout!r}.")
     if not float(m.weight_decay) >= 0.0:
@@ -297,6 +321,8 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
     M, n = len(members), len(members[0].X)
     X = torch.as_tensor(np.stack([m.X for m in members])).to(device)
     Y = torch.as_tensor(np.stack([m.y for m in members])).to(device)
+    if Y.ndim == 2:  # class labels (M, n) → (M, n, 1) for the gathers below
+        Y = Y[..., None]
     rates = torch.tensor([m.dropout for m in members], dtype=torch.float64)
     scale = _keep_scale(rates).to(device)[:, None, None]
     wd = torch.tensor([m.weight_decay for m in members], dtype=torch.float32,
@@ -308,7 +334,8 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
     gens = [_new_generator(child_seed(m.seed, "train")) for m in members]
     e_block = _epoch_block(n, arch)
     losses = torch.zeros(opts.epochs, M, dtype=torch.float64, device=device)
-    n_out = arch.n_outputs
+    ce = arch.loss == "cross_entropy"
+    n_out = 1 if ce else arch.n_outputs  # loss per sample: CE over classes, MSE per output
     keys = keep_all = None
     with torch.no_grad():
         for epoch in range(opts.epochs):
@@ -326,9 +353,17 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
                 masks = keep_all[:, e, start:stop] * scale
                 saved: list[torch.Tensor] = []
                 out = _forward(params, Xe[:, start:stop], masks, arch.input_dropout, saved)
-                diff = out - Ye[:, start:stop]
-                losses[epoch] += (diff * diff).sum(dim=(1, 2)).double()
-                grads = _backward(params, saved, diff * (2.0 / ((stop - start) * n_out)))
+                if ce:  # mean cross-entropy: d/dlogits = (softmax - onehot) / B
+                    logp = torch.log_softmax(out, dim=-1)
+                    yb = Ye[:, start:stop]
+                    losses[epoch] -= logp.gather(-1, yb).sum(dim=(1, 2)).double()
+                    g = torch.exp(logp)
+                    g.scatter_add_(-1, yb, torch.full(yb.shape, -1.0, device=device))
+                    grads = _backward(params, saved, g.mul_(1.0 / (stop - start)))
+                else:
+                    diff = out - Ye[:, start:stop]
+                    losses[epoch] += (diff * diff).sum(dim=(1, 2)).double()
+                    grads = _backward(params, saved, diff * (2.0 / ((stop - start) * n_out)))
                 for k, (q, gq) in enumerate(zip(params, grads, strict=True)):
                     q.grad = gq + (wd if k % 2 == 0 else wd_bias) * q
                 optim.step()
@@ -352,7 +387,7 @@ def fit_members(
     max_group_bytes: int = _DEFAULT_GROUP_BYTES,
     progress: ProgressFn | None = None,
 ) -> tuple[MemberFit, ...]:
-    """Train every member with Adam on mean squared error, stacked into groups.
+    """Train every member with Adam on mean squared error (or cross-entropy), stacked in groups.
 
     Parameters
     ----------
@@ -436,6 +471,57 @@ class MemberMC:
                 "n_mc": self.n_mc, "tau": self.tau}
 
 
+@dataclass(frozen=True)
+class MemberProba:
+    """MC-dropout classification of one member: ``proba`` ``(n, C)`` the mean of the T softmax
+    outputs, ``entropy`` its entropy, ``expected_entropy`` the mean entropy of the passes and
+    ``mutual_info`` their difference (nats, ``(n,)`` each)."""
+
+    proba: np.ndarray = field(repr=False)
+    entropy: np.ndarray = field(repr=False)
+    expected_entropy: np.ndarray = field(repr=False)
+    mutual_info: np.ndarray = field(repr=False)
+    n_mc: int
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def _mc_group_proba(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
+                    device: torch.device) -> list[MemberProba]:
+    M, n = len(tasks), len(tasks[0].X)
+    members = [Member(t.X, np.zeros(n, np.int64), t.fit.dropout, init=t.fit.weights)
+               for t in tasks]
+    params = [q.detach() for q in _stack_params(members, device)]
+    X = torch.as_tensor(np.stack([t.X for t in tasks])).to(device)
+    rates = torch.tensor([t.fit.dropout for t in tasks], dtype=torch.float64)
+    scale = _keep_scale(rates).to(device)[:, None, None]
+    gens = [_new_generator(child_seed(t.seed, "mc")) for t in tasks]
+    k = _mc_block(n, arch)
+    s_p = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
+    s_ent = torch.zeros(M, n, dtype=torch.float64, device=device)
+    with torch.inference_mode():
+        if n_mc == 0:  # weight-scaling predictions only
+            s_p = torch.softmax(_forward(params, X, None, arch.input_dropout).double(), dim=-1)
+        for done in range(0, n_mc, k):
+            kk = min(k, n_mc - done)
+            keep = np.stack([_draw_keep(g, (kk, n, arch.n_units), t.fit.dropout)
+                             for g, t in zip(gens, tasks, strict=True)])
+            masks = torch.from_numpy(keep).to(device).reshape(M, kk * n, arch.n_units) * scale
+            xr = X[:, None].expand(M, kk, n, X.shape[-1]).reshape(M, kk * n, -1)
+            out = _forward(params, xr, masks, arch.input_dropout).double().reshape(M, kk, n, -1)
+            p = torch.softmax(out, dim=-1)
+            s_p += p.sum(1)
+            s_ent += _entropy(p).sum(1)
+    proba = s_p / n_mc if n_mc > 0 else s_p
+    ent = _entropy(proba)
+    exp_ent = s_ent / n_mc if n_mc > 0 else ent
+    mi = (ent - exp_ent).clamp_min(0)
+    return [MemberProba(proba[i].cpu().numpy(), ent[i].cpu().numpy(), exp_ent[i].cpu().numpy(),
+                        mi[i].cpu().numpy(), n_mc) for i in range(M)]
+
+
 def _check_task(i: int, t: MCTask, arch: MLPArch) -> MCTask:
     X = np.asarray(t.X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != arch.n_inputs or len(X) < 1:
@@ -443,6 +529,9 @@ def _check_task(i: int, t: MCTask, arch: MLPArch) -> MCTask:
                          f"{X.shape}.")
     _check_finite(X, name=f"tasks[{i}].X")
     y = None
+    if t.y is not None and arch.loss == "cross_entropy":
+        raise ValueError(f"tasks[{i}].y: classification MC takes no targets (score the "
+                         "returned probabilities); pass y=None.")
     if t.y is not None:
         y = np.asarray(t.y, dtype=np.float64).reshape(len(X), -1)
         if y.shape[1] != arch.n_outputs:
@@ -537,7 +626,8 @@ def mc_members(
         ll = logsumexp_t(−τ/2·‖y − ŷ_t‖²) − log T − D/2·log 2π + D/2·log τ
 
     ``n_mc=0`` gives the deterministic (weight-scaling) predictions only, without a log
-    likelihood. Returns one :class:`MemberMC` per task, in order.
+    likelihood. Returns one :class:`MemberMC` per task, in order; for a ``cross_entropy``
+    architecture one :class:`MemberProba` (mean softmax, entropy, mutual information).
     """
     if not tasks:
         raise ValueError("tasks is empty; pass at least one MCTask.")
@@ -552,9 +642,10 @@ def mc_members(
            for t in clean]
     keys = [(len(t.X), t.y is not None, t.tau is not None) for t in clean]
     sizes = [sorted(set(keys)).index(k) for k in keys]  # group by (n, has targets, has tau)
-    out: list[MemberMC | None] = [None] * len(clean)
+    out: list[MemberMC | MemberProba | None] = [None] * len(clean)
+    run = _mc_group_proba if arch.loss == "cross_entropy" else _mc_group
     for group in _groups(sizes, per, batched, max_group_bytes):
-        for i, r in zip(group, _mc_group([clean[i] for i in group], arch, int(n_mc), dev),
+        for i, r in zip(group, run([clean[i] for i in group], arch, int(n_mc), dev),
                         strict=True):
             out[i] = r
     return tuple(out)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Cross-validation of MLP regression networks with every split trained at once.
+"""Cross-validation of MLP networks with every split trained at once.
 
 :func:`calipers.cv.cross_validate` trains one fold after another. For a small fully connected
 regression network that leaves the hardware idle, so :func:`cross_validate_batched` trains all
@@ -10,7 +10,8 @@ trains the same members one by one, with the same numbers.
 Each split j of network ``name`` is the member seeded ``child_seed(seed, "batched", name, j)``
 (with a search: ``child_seed(seed, "search", name)`` for :func:`calipers.search.search_regression`),
 so results do not depend on which other networks or splits are trained with it, and a resumed
-run gives the same numbers.
+run gives the same numbers. Classification MLPs are batched too (cross-entropy; MC dropout gives
+mean probabilities, entropy and mutual information), without ``[search]``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ import numpy as np
 import torch
 
 from calipers._seeds import child_seed
-from calipers.batched import MCTask, Member, MemberFit, MemberMC, MLPArch, fit_members, mc_members
+from calipers.batched import (
+    MCTask,
+    Member,
+    MemberFit,
+    MemberMC,
+    MemberProba,
+    MLPArch,
+    fit_members,
+    mc_members,
+)
 from calipers.cv import (
     CVProgress,
     CVResult,
@@ -37,7 +47,7 @@ from calipers.cv import (
 )
 from calipers.data import Dataset
 from calipers.folds import Folds
-from calipers.metrics import score_regression
+from calipers.metrics import score_classification, score_regression
 from calipers.models.loading import resolve_callable
 from calipers.runs import fold_done
 from calipers.search import SearchOptions, search_regression
@@ -74,30 +84,41 @@ def batched_reason(spec: NetworkSpec, data: Dataset) -> str | None:
     """Why ``spec`` cannot be trained by the batched engine on ``data``; ``None`` when it can.
 
     The engine trains ``calipers.models:MLP`` (args ``hidden``, ``dropout``, ``input_dropout``)
-    on a regression table with one target.
+    for classification, or for regression with one target.
     """
-    if data.task != "regression":
-        return f"task is {data.task!r} (the engine trains regression networks)"
+    if data.task not in ("classification", "regression"):
+        return f"task is {data.task!r} (the engine trains classification and regression MLPs)"
     try:
         fn = resolve_callable(spec.model)
-    except Exception:
+    except Exception:  # the fold-by-fold path reports the real error
         return "its model could not be resolved"
     if fn is not _mlp():
         return f"{spec.describe()} is not calipers.models:MLP"
     extra = sorted(set(spec.args) - set(_MLP_ARGS))
     if extra:
         return f"args {extra} are not MLP arguments the engine knows"
-    if data.X.ndim != 2 or data.n_outputs != 1 or np.asarray(data.y).ndim != 1:
-        return "the data are not a 2-D table with one target"
+    if data.task == "regression" and (data.n_outputs != 1 or np.asarray(data.y).ndim != 1):
+        return "the regression data have more than one target"
     return None
 
 
 def _arch(spec: NetworkSpec, data: Dataset) -> tuple[MLPArch, float]:
     defaults = {k: v.default for k, v in inspect.signature(_mlp()).parameters.items()}
     args = {k: spec.args.get(k, defaults[k]) for k in _MLP_ARGS}
-    arch = MLPArch(data.X.shape[1], tuple(int(h) for h in args["hidden"]), 1,
-                   bool(args["input_dropout"]))
+    arch = MLPArch(int(np.prod(data.X.shape[1:])), tuple(int(h) for h in args["hidden"]),
+                   data.n_outputs, bool(args["input_dropout"]),
+                   "cross_entropy" if data.task == "classification" else "mse")
     return arch, float(args["dropout"])
+
+
+def _inputs(data: Dataset, tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened inputs; a 2-D table is standardised with the training rows (as
+    :func:`calipers.cv.run_fold` does), images are left as they are."""
+    X = data.X.reshape(len(data.X), -1)
+    if data.X.ndim != 2:
+        return X[tr].astype(np.float32), X[te].astype(np.float32)
+    xm, xs = _stats(X[tr])
+    return ((X[tr] - xm) / xs).astype(np.float32), ((X[te] - xm) / xs).astype(np.float32)
 
 
 def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +137,16 @@ def _state_dict(fit: MemberFit, input_dropout: bool) -> dict[str, torch.Tensor]:
 
 
 def _fold_result(name: str, j: int, test: np.ndarray, y_te: np.ndarray, fit: MemberFit,
-                 mc: MemberMC, arch: MLPArch, chosen: Mapping[str, float]) -> FoldResult:
+                 mc: MemberMC | MemberProba, arch: MLPArch,
+                 chosen: Mapping[str, float]) -> FoldResult:
+    state = _state_dict(fit, arch.input_dropout)
+    if isinstance(mc, MemberProba):  # the keys of calipers.cv.run_fold
+        metrics = score_classification(y_te, mc.proba)
+        metrics["entropy"] = float(np.mean(mc.entropy))
+        metrics["mutual_info"] = float(np.mean(mc.mutual_info))
+        pred = {"index": test, "y_true": y_te, "proba": mc.proba, "entropy": mc.entropy,
+                "expected_entropy": mc.expected_entropy, "mutual_info": mc.mutual_info}
+        return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False, state)
     mean, var = mc.mean.reshape(len(y_te), -1), mc.var.reshape(len(y_te), -1)
     metrics = score_regression(y_te.reshape(len(y_te), -1), mean,
                                var if np.all(var > 0) else None)
@@ -125,24 +155,27 @@ def _fold_result(name: str, j: int, test: np.ndarray, y_te: np.ndarray, fit: Mem
     metrics["rmse_weight_scaling"] = float(mc.rmse)
     metrics.update({f"chosen_{k}": float(v) for k, v in chosen.items()})
     pred = {"index": test, "y_true": y_te, "mean": mean, "var": var}
-    return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False,
-                      _state_dict(fit, arch.input_dropout))
+    return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False, state)
 
 
 def _plain(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options: TrainOptions,
            n_mc: int, tau: float | None, seed: int, batched: bool,
            progress: ProgressFn | None) -> list[FoldResult]:
     arch, p = _arch(spec, data)
+    classify = arch.loss == "cross_entropy"
     members, tasks = [], []
     for j, (tr, te) in enumerate(folds):
-        xm, xs = _stats(data.X[tr])
-        ym, ys = float(data.y[tr].mean()), float(data.y[tr].std()) or 1.0
+        X_tr, X_te = _inputs(data, tr, te)
         s = child_seed(seed, "batched", name, j)
-        members.append(Member(((data.X[tr] - xm) / xs).astype(np.float32),
-                              ((data.y[tr] - ym) / ys).astype(np.float32), dropout=p,
-                              weight_decay=options.weight_decay, seed=s, decay_biases=True))
-        tasks.append(MCTask(None, ((data.X[te] - xm) / xs).astype(np.float32),  # type: ignore[arg-type]
-                            data.y[te], tau=tau, y_mean=ym, y_std=ys, seed=s))
+        if classify:
+            y_tr, ym, ys, y_te, t = data.y[tr], 0.0, 1.0, None, None
+        else:
+            ym, ys = float(data.y[tr].mean()), float(data.y[tr].std()) or 1.0
+            y_tr, y_te, t = ((data.y[tr] - ym) / ys).astype(np.float32), data.y[te], tau
+        members.append(Member(X_tr, y_tr, dropout=p, weight_decay=options.weight_decay, seed=s,
+                              decay_biases=True))
+        tasks.append(MCTask(None, X_te, y_te, tau=t, y_mean=ym, y_std=ys,  # type: ignore[arg-type]
+                            seed=s))
     fits = fit_members(members, arch, options=options, batched=batched, progress=progress)
     done = [MCTask(f, t.X, t.y, t.tau, t.y_mean, t.y_std, t.seed)
             for f, t in zip(fits, tasks, strict=True)]
@@ -162,7 +195,8 @@ def _searched(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options
         criterion=search.criterion, n_mc=n_mc, n_mc_select=search.mc_samples,
         input_dropout=arch.input_dropout, device=options.device, batched=batched,
         seed=child_seed(seed, "search", name), inner_shuffle=search.inner_shuffle)
-    res = search_regression(data.X, data.y, folds, options=opts, progress=phase)
+    res = search_regression(data.X.reshape(len(data.X), -1), data.y, folds, options=opts,
+                            progress=phase)
     return [_fold_result(name, j, te, data.y[te], f, m, arch, chosen)
             for j, ((_, te), f, m, chosen) in enumerate(zip(folds, res.refits, res.test,
                                                             res.chosen, strict=True))]
