@@ -86,7 +86,7 @@ def run_experiment(
     """Cross-validate every network of ``config`` on the same folds and write the run folder.
 
     Resumable: rerunning with the same configuration and folder finishes missing folds only.
-    MLP regression networks (and every network of a ``[search]``) are trained with all their
+    MLP networks (and every network of a ``[search]``) are trained with all their
     splits stacked (:func:`calipers.batched_cv.cross_validate_batched`; ``[train] batched =
     false`` trains them one by one, same numbers); other networks fold by fold.
     Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results, ``metrics.csv``,
