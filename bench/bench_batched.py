@@ -72,7 +72,8 @@ def _fit_one_by_one(members, arch, epochs: int, device: str) -> float:
 def bench_one(name: str, epochs: int, device: str, fit_epochs: int | None = None) -> dict:
     members, arch = members_for(name, SearchOptions())
     opts = TrainOptions(epochs=epochs, batch_size=128, lr=1e-3, device=device)
-    fit_members(members[:12], arch, options=TrainOptions(epochs=1, device=device))  # warm up
+    # warm up with the same shapes (the first call builds oneDNN kernels: seconds, once)
+    fit_members(members, arch, options=TrainOptions(epochs=1, batch_size=128, device=device))
     load0 = os.getloadavg()
     t = time.perf_counter()
     fb = fit_members(members, arch, options=opts, batched=True)

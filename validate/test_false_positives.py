@@ -15,6 +15,7 @@ fold by fold on 2 cores, well under a minute stacked). Run with ``make validate`
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ OUT = Path(__file__).parent / "results"
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fold_by_fold", "stacked"])
 def test_corrected_t_false_positive_rate_at_most_0_08(engine):
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("CALIPERS_THREADS", "2")))
     digits = load_digits()
     data = make_dataset(digits.X.reshape(len(digits.y), -1), digits.y, name="digits (flat)")
     spec = NetworkSpec("calipers.models:MLP", {"hidden": [32], "dropout": 0.1})
