@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -488,33 +488,46 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(-1)
 
 
-def _mc_group_proba(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
-                    device: torch.device) -> list[MemberProba]:
+def _mc_passes(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int, device: torch.device
+               ) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
+    """The weight-scaling outputs ``(M, n, C)`` and an iterator over chunks of MC outputs
+    ``(M, k, n, C)``, float64, drawn as NOTE [Member randomness] says (T passes in all)."""
     M, n = len(tasks), len(tasks[0].X)
-    members = [Member(t.X, np.zeros(n, np.int64), t.fit.dropout, init=t.fit.weights)
-               for t in tasks]
+    members = [Member(t.X, np.zeros(n), t.fit.dropout, init=t.fit.weights) for t in tasks]
     params = [q.detach() for q in _stack_params(members, device)]
     X = torch.as_tensor(np.stack([t.X for t in tasks])).to(device)
     rates = torch.tensor([t.fit.dropout for t in tasks], dtype=torch.float64)
     scale = _keep_scale(rates).to(device)[:, None, None]
     gens = [_new_generator(child_seed(t.seed, "mc")) for t in tasks]
     k = _mc_block(n, arch)
-    s_p = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
-    s_ent = torch.zeros(M, n, dtype=torch.float64, device=device)
     with torch.inference_mode():
-        if n_mc == 0:  # weight-scaling predictions only
-            s_p = torch.softmax(_forward(params, X, None, arch.input_dropout).double(), dim=-1)
+        det = _forward(params, X, None, arch.input_dropout).double()
+
+    def chunks() -> Iterator[torch.Tensor]:
         for done in range(0, n_mc, k):
             kk = min(k, n_mc - done)
             keep = np.stack([_draw_keep(g, (kk, n, arch.n_units), t.fit.dropout)
                              for g, t in zip(gens, tasks, strict=True)])
             masks = torch.from_numpy(keep).to(device).reshape(M, kk * n, arch.n_units) * scale
             xr = X[:, None].expand(M, kk, n, X.shape[-1]).reshape(M, kk * n, -1)
-            out = _forward(params, xr, masks, arch.input_dropout).double().reshape(M, kk, n, -1)
-            p = torch.softmax(out, dim=-1)
-            s_p += p.sum(1)
-            s_ent += _entropy(p).sum(1)
-    proba = s_p / n_mc if n_mc > 0 else s_p
+            with torch.inference_mode():
+                yield _forward(params, xr, masks, arch.input_dropout).double().reshape(
+                    M, kk, n, -1)
+
+    return det, chunks()
+
+
+def _mc_group_proba(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
+                    device: torch.device) -> list[MemberProba]:
+    M, n = len(tasks), len(tasks[0].X)
+    det, chunks = _mc_passes(tasks, arch, n_mc, device)
+    s_p = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
+    s_ent = torch.zeros(M, n, dtype=torch.float64, device=device)
+    for out in chunks:
+        p = torch.softmax(out, dim=-1)
+        s_p += p.sum(1)
+        s_ent += _entropy(p).sum(1)
+    proba = s_p / n_mc if n_mc > 0 else torch.softmax(det, dim=-1)  # n_mc = 0: weight scaling
     ent = _entropy(proba)
     exp_ent = s_ent / n_mc if n_mc > 0 else ent
     mi = (ent - exp_ent).clamp_min(0)
@@ -549,12 +562,7 @@ def _check_task(i: int, t: MCTask, arch: MLPArch) -> MCTask:
 def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
               device: torch.device) -> list[MemberMC]:
     M, n = len(tasks), len(tasks[0].X)
-    members = [Member(t.X, np.zeros((n, arch.n_outputs)), t.fit.dropout, init=t.fit.weights)
-               for t in tasks]
-    params = [q.detach() for q in _stack_params(members, device)]
-    X = torch.as_tensor(np.stack([t.X for t in tasks])).to(device)
-    rates = torch.tensor([t.fit.dropout for t in tasks], dtype=torch.float64)
-    scale = _keep_scale(rates).to(device)[:, None, None]
+    det, chunks = _mc_passes(tasks, arch, n_mc, device)
     mu = torch.tensor([t.y_mean for t in tasks], dtype=torch.float64, device=device)
     sd = torch.tensor([t.y_std for t in tasks], dtype=torch.float64, device=device)
     has_tau = all(t.tau is not None for t in tasks)
@@ -562,27 +570,17 @@ def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
                        device=device)
     has_y = all(t.y is not None for t in tasks)
     Y = torch.as_tensor(np.stack([t.y for t in tasks])).to(device) if has_y else None
-    gens = [_new_generator(child_seed(t.seed, "mc")) for t in tasks]
-    k = _mc_block(n, arch)
     s1 = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
     s2 = torch.zeros_like(s1)
     lse = torch.full((M, n), -math.inf, dtype=torch.float64, device=device)
-    with torch.inference_mode():
-        det = _forward(params, X, None, arch.input_dropout).double() * sd[:, None, None] \
-            + mu[:, None, None]
-        for done in range(0, n_mc, k):
-            kk = min(k, n_mc - done)
-            keep = np.stack([_draw_keep(g, (kk, n, arch.n_units), t.fit.dropout)
-                             for g, t in zip(gens, tasks, strict=True)])
-            masks = torch.from_numpy(keep).to(device).reshape(M, kk * n, arch.n_units) * scale
-            xr = X[:, None].expand(M, kk, n, X.shape[-1]).reshape(M, kk * n, -1)
-            out = _forward(params, xr, masks, arch.input_dropout).double().reshape(M, kk, n, -1)
-            out = out * sd[:, None, None, None] + mu[:, None, None, None]
-            s1 += out.sum(1)
-            s2 += (out * out).sum(1)
-            if Y is not None and has_tau:
-                a = -0.5 * tau[:, None, None] * ((Y[:, None] - out) ** 2).sum(-1)
-                lse = torch.logaddexp(lse, torch.logsumexp(a, dim=1))
+    det = det * sd[:, None, None] + mu[:, None, None]
+    for out in chunks:
+        out = out * sd[:, None, None, None] + mu[:, None, None, None]
+        s1 += out.sum(1)
+        s2 += (out * out).sum(1)
+        if Y is not None and has_tau:
+            a = -0.5 * tau[:, None, None] * ((Y[:, None] - out) ** 2).sum(-1)
+            lse = torch.logaddexp(lse, torch.logsumexp(a, dim=1))
     if n_mc > 0:
         mean = s1 / n_mc
         var = (s2 / n_mc - mean * mean).clamp_min(0)

@@ -44,6 +44,7 @@ from calipers.cv import (
     NetworkSpec,
     _load_fold,
     _save_fold,
+    _standardize,
 )
 from calipers.data import Dataset
 from calipers.folds import Folds
@@ -115,15 +116,8 @@ def _inputs(data: Dataset, tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, 
     """Flattened inputs; a 2-D table is standardised with the training rows (as
     :func:`calipers.cv.run_fold` does), images are left as they are."""
     X = data.X.reshape(len(data.X), -1)
-    if data.X.ndim != 2:
-        return X[tr].astype(np.float32), X[te].astype(np.float32)
-    xm, xs = _stats(X[tr])
-    return ((X[tr] - xm) / xs).astype(np.float32), ((X[te] - xm) / xs).astype(np.float32)
-
-
-def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mu, sd = a.mean(axis=0), a.std(axis=0)
-    return mu, np.where(sd == 0, 1.0, sd)
+    X_tr, X_te = (X[tr], X[te]) if data.X.ndim != 2 else _standardize(X[tr], X[te])
+    return X_tr.astype(np.float32), X_te.astype(np.float32)
 
 
 def _state_dict(fit: MemberFit, input_dropout: bool) -> dict[str, torch.Tensor]:
