@@ -103,3 +103,32 @@ def test_network_without_dropout_refused_before_anything_is_written(tmp_path):
     assert res.exit_code == 2
     assert "network 'plain'" in res.output and "[mc] samples = 0" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cv_with_search_on_a_uci_folder(tmp_path):
+    """`calipers cv` on a folder in the UCI layout with [search]: stacked training behind a
+    progress bar, the table shows the log likelihood, folds record their choices."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    data = np.column_stack([X, X @ [2.0, -1.0] + 0.1 * rng.normal(size=40)])
+    d = tmp_path / "uci"
+    d.mkdir()
+    np.savetxt(d / "data.txt", data)
+    np.savetxt(d / "index_features.txt", [0, 1], fmt="%d")
+    np.savetxt(d / "index_target.txt", [2], fmt="%d")
+    for k in range(2):
+        test = np.arange(20 * k, 20 * k + 20)
+        np.savetxt(d / f"index_train_{k}.txt", np.setdiff1d(np.arange(40), test))
+        np.savetxt(d / f"index_test_{k}.txt", test)
+    (tmp_path / "e.toml").write_text(
+        '[data]\nkind = "uci"\npath = "uci"\n[cv]\nsplits = "uci"\n'
+        '[train]\nepochs = 3\nbatch_size = 8\ndevice = "cpu"\n[mc]\nsamples = 5\n'
+        '[search]\ndropout = [0.05, 0.1]\ntau = [1.0, 10.0]\nmc_samples = 3\n'
+        '[networks.m]\nmodel = "calipers.models:MLP"\nargs = { hidden = [4] }\n')
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["cv", str(tmp_path / "e.toml"), "--out", str(out), "--no-report"])
+    assert res.exit_code == 0, res.output
+    assert "log_likelihood" in res.output
+    saved = json.loads((out / "m" / "fold-01" / "metrics.json").read_text())
+    assert saved["metrics"]["chosen_dropout"] in (0.05, 0.1)
+    assert saved["n_test"] == 20
