@@ -24,6 +24,8 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:<i>."),
     network: str | None = typer.Option(None, "--network", help="Network of a run folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the dropout masks."),
+    roi: str | None = typer.Option(None, "--roi", help="Sliding-window size, e.g. 48,64,48 "
+                                   "(for images larger than the training shape)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out).
@@ -39,6 +41,11 @@ def predict(
 
     err = Console(stderr=True, soft_wrap=True)
     try:
+        try:
+            roi_size = None if roi is None else tuple(int(v) for v in roi.split(","))
+        except ValueError:
+            raise ValueError(f"--roi must be sizes separated by commas, e.g. 48,64,48; got "
+                             f"{roi!r}.") from None
         pred = load_predictor(model, network=network, device=device)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       console=err, disable=quiet) as bar:
@@ -48,7 +55,7 @@ def predict(
                 bar.update(task, completed=done, total=total, description=name)
 
             res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
-                                 progress=step)
+                                 progress=step, roi_size=roi_size)
     except (ValueError, FileNotFoundError, DataError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None

@@ -92,3 +92,25 @@ def test_uncertainty_auroc_matches_sklearn(rng):
     score = np.round(rng.normal(size=500) + wrong, 1)  # ties on purpose
     assert_allclose(uncertainty_auroc(wrong, score), roc_auc_score(wrong, score), rtol=1e-12)
     assert np.isnan(uncertainty_auroc(np.zeros(4, bool), np.arange(4.0)))
+
+
+def test_sliding_window_one_window_equals_whole_and_small_windows_work(rng):
+    from monai.inferers import sliding_window_inference
+
+    net = _net(0.3)
+    x = rng.normal(size=(1, 12, 10, 14)).astype(np.float32)
+    whole = mc_segment(net, x, n_mc=3, seed=2, multiple=2)
+    one = mc_segment(net, x, n_mc=3, seed=2, multiple=2, roi_size=(12, 10, 14))
+    assert_allclose(one.proba, whole.proba, atol=1e-5)       # one window covers the image
+    small = mc_segment(net, x, n_mc=3, seed=2, multiple=2, roi_size=(8, 8, 8))
+    assert small.segmentation.shape == x.shape[1:] and small.mutual_info.max() > 0
+    # the first pass is MONAI's sliding window with the same dropout draws
+    with torch.no_grad(), seeded_torch(child_seed(2, 0, 0)), mc_dropout_mode(net):
+        ref = sliding_window_inference(torch.from_numpy(x)[None], (8, 8, 8), 1, net,
+                                       overlap=0.25, mode="gaussian")
+    p0 = torch.softmax(ref[0], 0).double().numpy()
+    assert_allclose(mc_segment(net, x, n_mc=1, seed=2, multiple=2, roi_size=(8, 8, 8)).proba,
+                    p0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"roi_size must give 3 positive sizes, each a multiple "
+                                         r"of 2"):
+        mc_segment(net, x, n_mc=1, multiple=2, roi_size=(7, 8, 8))

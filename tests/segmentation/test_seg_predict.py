@@ -104,6 +104,24 @@ def test_corrupt_file_is_skipped_and_exit_is_nonzero(seg_run, in_dir, tmp_path):
     assert r.exit_code == 2 and "neither a run folder nor a checkpoint" in r.output
 
 
+def test_sliding_window_option(seg_run, in_dir, tmp_path):
+    app = typer.Typer()
+    app.command()(predict)
+    m = load_predictor(seg_run).meta["multiple"]
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["--model", str(seg_run), "--in", str(in_dir), "--out", str(out),
+                                 "--mc", "2", "-q", "--roi", f"{m},{m},{m}"])
+    assert r.exit_code == 0, r.output
+    src = nib.load(in_dir / "case_000.nii.gz")
+    assert nib.load(out / "case_000_seg.nii.gz").shape == src.shape
+    for bad, msg in ((f"{m + 1},{m},{m}", "roi_size must give 3 positive sizes"),
+                     ("8x8x8", "--roi must be sizes separated by commas")):
+        r = CliRunner().invoke(app, ["--model", str(seg_run), "--in", str(in_dir), "--out",
+                                     str(tmp_path / "bad"), "-q", "--roi", bad])
+        assert r.exit_code == 2 and msg in r.output, r.output
+        assert not (tmp_path / "bad").exists()  # refused before any output
+
+
 def test_png_in_png_out(tmp_path, png_factory):
     data = png_factory(tmp_path / "d", n=2)
     torch.manual_seed(0)

@@ -128,6 +128,8 @@ def mc_segment(
     chunk_size: int = 1,
     multiple: int | None = None,
     min_shape: Sequence[int] | None = None,
+    roi_size: Sequence[int] | None = None,
+    overlap: float = 0.25,
 ) -> VoxelMaps:
     """Segment one image with MC dropout (and an ensemble) and reduce per-voxel maps on the fly.
 
@@ -151,6 +153,13 @@ def mc_segment(
     min_shape : sequence of int, optional
         Pad at least to this spatial shape (e.g. the padded shape the models were trained on,
         so their normalisation layers see the same field of zeros).
+    roi_size : sequence of int, optional
+        Sliding-window inference (MONAI ``sliding_window_inference``, Gaussian blending) with
+        windows of this spatial size, for images larger than the networks were trained on;
+        each window of each pass draws its own dropout masks. Multiples of ``multiple``;
+        ``min_shape`` is then not used.
+    overlap : float in [0, 1), default 0.25
+        Overlap of neighbouring windows (with ``roi_size``).
 
     Returns
     -------
@@ -160,8 +169,10 @@ def mc_segment(
     models, x, n_mc, chunk_size, multiple = _mc_segment_iv(models, image, n_mc, chunk_size,
                                                            multiple)
     shape = x.shape[1:]
-    target = shape if min_shape is None else tuple(
-        max(a, int(b)) for a, b in zip(shape, min_shape, strict=True))
+    roi = _check_roi(roi_size, len(shape), multiple, overlap)
+    floor = roi if roi is not None else min_shape
+    target = shape if floor is None else tuple(
+        max(a, int(b)) for a, b in zip(shape, floor, strict=True))
     target = pad_multiple(target, multiple)
     xt = torch.from_numpy(pad_to(x, target))
     total, ens_mean, ens_h = _Welford(), None, None
@@ -171,7 +182,8 @@ def mc_segment(
         own = _Welford()
         for c, start in enumerate(range(0, max(n_mc, 1), chunk_size)):
             k = min(chunk_size, max(n_mc, 1) - start)
-            logits = _forward(net, xd, k, n_mc > 0, child_seed(seed, m_idx, c), dev)
+            logits = _forward(net, xd, k, n_mc > 0, child_seed(seed, m_idx, c), dev, roi,
+                              overlap)
             for i in range(k):
                 p = torch.softmax(logits[i].float(), dim=0)
                 total.add(p)
@@ -188,20 +200,42 @@ def mc_segment(
     return _finish(total, ens_mean, ens_h, shape, n_mc, len(models))
 
 
+def _check_roi(roi_size, ndim: int, multiple: int, overlap: float) -> tuple[int, ...] | None:
+    if roi_size is None:
+        return None
+    roi = tuple(int(r) for r in roi_size)
+    if len(roi) != ndim or any(r < 1 or r % multiple for r in roi):
+        raise ValueError(f"roi_size must give {ndim} positive sizes, each a multiple of "
+                         f"{multiple} (the network's down-sampling); got {tuple(roi_size)}. "
+                         "E.g. the padded training shape.")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1); got {overlap!r}.")
+    return roi
+
+
 def _forward(net: nn.Module, x: torch.Tensor, k: int, mc: bool, seed: int,
-             dev: torch.device) -> torch.Tensor:
+             dev: torch.device, roi: tuple[int, ...] | None = None,
+             overlap: float = 0.25) -> torch.Tensor:
     batch = x.expand(k, *x.shape[1:])
+
+    def run(b: torch.Tensor) -> torch.Tensor:
+        if roi is None:
+            return net(b)
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(b, roi, 1, net, overlap=overlap, mode="gaussian")
+
     with torch.inference_mode(), seeded_torch(seed, dev):
         if not mc:
             saved = {m: m.training for m in net.modules()}
             try:
                 net.eval()
-                return net(batch)
+                return run(batch)
             finally:
                 for m, flag in saved.items():
                     m.train(flag)
         with mc_dropout_mode(net):
-            return net(batch)
+            return run(batch)
 
 
 def _finish(total: _Welford, ens_mean, ens_h, shape, n_mc: int, n_models: int) -> VoxelMaps:

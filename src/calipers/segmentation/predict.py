@@ -27,7 +27,7 @@ import gzip
 import io
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from calipers.exceptions import DataError
 from calipers.models import build_network
 from calipers.runs import atomic_write_bytes, atomic_write_text, fold_dir, read_json
 from calipers.segmentation.data import Image, image_kind, normalize_intensity, read_image
-from calipers.segmentation.maps import VoxelMaps, mc_segment
+from calipers.segmentation.maps import VoxelMaps, _check_roi, mc_segment
 
 __all__ = ["CHECKPOINT_FORMAT", "PredictResult", "Predictor", "export_checkpoint",
            "load_predictor", "predict_folder"]
@@ -234,7 +234,8 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _one_file(path: Path, pred: Predictor, out_dir: Path, n_mc: int, seed: int) -> dict:
+def _one_file(path: Path, pred: Predictor, out_dir: Path, n_mc: int, seed: int,
+              roi_size: Sequence[int] | None = None) -> dict:
     src = read_image(path)
     if src.data.ndim != pred.ndim:
         raise DataError(f"{path.name}: a {src.data.ndim}-D image, but the model segments "
@@ -242,7 +243,7 @@ def _one_file(path: Path, pred: Predictor, out_dir: Path, n_mc: int, seed: int) 
     x = normalize_intensity(src.data)[None]
     maps = mc_segment(pred.models, x, n_mc=n_mc, seed=child_seed(seed, path.name),
                       device="auto", multiple=int(pred.meta["multiple"]),
-                      min_shape=pred.meta["input_shape"][1:])
+                      min_shape=pred.meta["input_shape"][1:], roi_size=roi_size)
     _write_maps(out_dir, _stem(path), src, maps, pred.meta)
     return {"shape": "x".join(map(str, src.data.shape)), **maps.summary()}
 
@@ -257,6 +258,7 @@ def predict_folder(
     device: str | torch.device = "auto",
     network: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    roi_size: Sequence[int] | None = None,
 ) -> PredictResult:
     """Segment every NIfTI/PNG image in ``in_dir``; write segmentations and uncertainty maps.
 
@@ -275,6 +277,9 @@ def predict_folder(
     network : str, optional
         Which network of a run folder (default: the run's chosen one).
     progress : callable(done, total, file name), optional
+    roi_size : sequence of int, optional
+        Sliding-window inference with windows of this size (see :func:`mc_segment`), for
+        images larger than the training shape.
 
     Returns
     -------
@@ -287,6 +292,7 @@ def predict_folder(
         raise FileNotFoundError(f"--in {in_dir} is not a folder.")
     pred = model if isinstance(model, Predictor) else load_predictor(
         model, network=network, device=device)
+    _check_roi(roi_size, pred.ndim, int(pred.meta["multiple"]), 0.25)  # before any output
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and image_kind(p) is not None)
     if not files:
         raise FileNotFoundError(f"--in {in_dir} holds no .nii, .nii.gz or .png files.")
@@ -295,7 +301,7 @@ def predict_folder(
     for k, path in enumerate(files):
         try:
             row = {"file": path.name, "status": "ok", **_one_file(path, pred, out_dir, n_mc,
-                                                                   seed)}
+                                                                   seed, roi_size)}
             done.append(path.name)
         except (DataError, ValueError, OSError, RuntimeError) as exc:
             row = {"file": path.name, "status": f"failed: {exc}"}
