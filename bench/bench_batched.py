@@ -29,6 +29,7 @@ import torch
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.batched import MLPArch, fit_members
+from calipers.env import _cpu_name
 from calipers.models import MLP
 from calipers.search import SearchOptions, _prepare, grid_points, inner_split
 from calipers.splits import read_splits
@@ -91,16 +92,6 @@ def bench_one(name: str, epochs: int, device: str, fit_epochs: int | None = None
             "batched_s_per_epoch": tb / epochs, "one_by_one_s_per_epoch": ts / epochs,
             "fit_s_per_epoch": tf / epochs, "max_abs_weight_diff": diff,
             "loadavg_before": load0, "loadavg_after": os.getloadavg()}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -23,21 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from calipers.env import _cpu_name
 from calipers.permutation import permutation_test
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEAT = 3  # every timing (calipers and nilearn alike) is the best of REPEAT runs: VMs are noisy
 TARGETS = {"max_t_speedup": 50.0, "glm_speedup": 20.0, "tfce_ms_per_perm": 100.0}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _sgemm_gflops(device: torch.device, size: int = 2048, reps: int = 5) -> float:
