@@ -210,7 +210,7 @@ def cross_validate_batched(
     run_dir: str | Path | None = None,
     progress: CVProgress | None = None,
 ) -> CVResult:
-    """Cross-validate MLP regression networks, all splits of a network trained at once.
+    """Cross-validate MLP networks, all splits of a network trained at once.
 
     Same contract as :func:`calipers.cv.cross_validate` (identical folds, out-of-fold MC-dropout
     predictions in original units, resume from ``run_dir``), restricted to networks for which
@@ -242,23 +242,19 @@ def cross_validate_batched(
     results: dict[str, tuple[FoldResult, ...]] = {}
     for name, spec in networks.items():
         done = [run_path is not None and fold_done(run_path, name, j) for j in range(len(folds))]
-        if all(done):
-            results[name] = tuple(_load_fold(run_path, name, j)  # type: ignore[arg-type]
-                                  for j in range(len(folds)))
-        else:
-            fresh = _train_network(name, spec, data, folds, options, n_mc, tau, seed, search,
-                                   batched, progress)
-            kept = []
-            for j, res in enumerate(fresh):
-                if done[j]:  # saved folds win: the run folder stays the single truth
-                    kept.append(_load_fold(run_path, name, j))  # type: ignore[arg-type]
-                    continue
-                if run_path is not None:
-                    tr, te = folds.train[j], folds.test[j]
-                    _save_fold(run_path, res, FoldSpec(name, spec, j, tr, te, seed, options,
-                                                       n_mc, tau))
-                kept.append(res)
-            results[name] = tuple(kept)
+        fresh = None if all(done) else _train_network(name, spec, data, folds, options, n_mc,
+                                                      tau, seed, search, batched, progress)
+        kept = []
+        for j in range(len(folds)):
+            if done[j]:  # saved folds win: the run folder stays the single truth
+                kept.append(_load_fold(run_path, name, j))  # type: ignore[arg-type]
+                continue
+            res = fresh[j]  # type: ignore[index]
+            if run_path is not None:
+                _save_fold(run_path, res, FoldSpec(name, spec, j, folds.train[j], folds.test[j],
+                                                   seed, options, n_mc, tau))
+            kept.append(res)
+        results[name] = tuple(kept)
         if progress is not None:
             for res in results[name]:
                 progress.fold_end(res)

@@ -109,22 +109,21 @@ def run_experiment(
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)  # before anything is written
+    reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}
     if config.search is not None:
-        for name, spec in networks.items():
-            why = batched_reason(spec, data)
+        for name, why in reasons.items():
             if why is not None:
                 raise ConfigError(f"networks.{name}: [search] needs calipers.models:MLP "
                                   f"networks on a one-target regression table; {why}.")
-    _check_compare_metric(config, networks, data)
+    _check_compare_metric(config, reasons)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    stacked = {n: s for n, s in networks.items()
-               if config.search is not None or batched_reason(s, data) is None}
-    sequential = {n: s for n, s in networks.items() if n not in stacked}
+    stacked = {n: s for n, s in networks.items() if reasons[n] is None}
+    sequential = {n: s for n, s in networks.items() if reasons[n] is not None}
     with deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():  # the first session's environment is kept
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
@@ -145,16 +144,16 @@ def run_experiment(
     return finish_run(config, run_dir, cv, report=report)
 
 
-def _check_compare_metric(config: ExperimentConfig, networks, data) -> None:
-    """Refuse, before training, a comparison metric that some network will not report."""
+def _check_compare_metric(config: ExperimentConfig, reasons: dict[str, str | None]) -> None:
+    """Refuse, before training, a comparison metric that some network will not report
+    (``reasons``: each network's :func:`batched_reason`, None for a stacked one)."""
     metric = config.compare.metric
     if metric not in ("log_likelihood", "rmse_weight_scaling"):
         return
-    lacking = [n for n, s in networks.items()
-               if config.search is None and batched_reason(s, data) is not None]
+    lacking = [n for n, why in reasons.items() if why is not None]
     if metric == "log_likelihood" and (config.mc.samples == 0 or
                                        (config.search is None and config.mc.tau is None)):
-        lacking = list(networks)
+        lacking = list(reasons)
     if lacking:
         raise ConfigError(f"compare.metric = {metric!r}: networks {lacking} will not report it "
                           "(it comes from stacked MLP regression with MC dropout"
