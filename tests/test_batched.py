@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose
 from scipy.special import logsumexp
 from torch import nn
 
+from calipers import batched
 from calipers._seeds import child_seed
 from calipers.batched import MCTask, Member, MLPArch, fit_members, init_weights, mc_members
 from calipers.train import TrainOptions
@@ -77,8 +78,10 @@ def _reference_fit(m: Member, arch: MLPArch, opts: TrainOptions):
     return [(lin.weight.detach().T.numpy(), lin.bias.detach().numpy()) for lin in layers]
 
 
-def test_batched_equals_sequential_reference(rng):
-    members = _members(rng)
+@pytest.mark.parametrize("sizes", [(21, 21, 17), (22, 22, 18)],
+                         ids=["odd-draws-per-epoch", "even-draws-per-epoch"])
+def test_batched_equals_sequential_reference(rng, sizes):
+    members = _members(rng, sizes)  # n·U odd: masks drawn per block; even: per epoch
     batched = fit_members(members, ARCH, options=OPTS, batched=True)
     sequential = fit_members(members, ARCH, options=OPTS, batched=False)
     assert [f.group_size for f in batched] == [2, 2, 1]  # grouped by training size
@@ -173,6 +176,38 @@ def test_group_memory_bound_gives_same_weights(rng):
     assert [f.group_size for f in split] == [1, 1, 1]
     for a, b in zip(one, split, strict=True):
         assert_allclose(a.weights[0][0], b.weights[0][0], atol=1e-5)
+
+
+def test_cache_slabs_give_identical_results(rng, monkeypatch):
+    """NOTE [Workspace]: slabs of members leave training bit-identical; slabs of rows change MC
+    passes by float rounding at most."""
+    members = _members(rng, sizes=(30, 30, 30))
+    tasks = lambda fits: [MCTask(f, m.X, m.y, tau=2.0, seed=i)  # noqa: E731
+                          for i, (f, m) in enumerate(zip(fits, members, strict=True))]
+    whole = fit_members(members, ARCH, options=OPTS)
+    mc_whole = mc_members(tasks(whole), ARCH, n_mc=37)
+    monkeypatch.setattr(batched, "_SLAB_FLOATS", 1)  # one member (16 rows) per slab
+    sliced = fit_members(members, ARCH, options=OPTS)
+    mc_sliced = mc_members(tasks(sliced), ARCH, n_mc=37)
+    for a, b in zip(whole, sliced, strict=True):
+        for (wa, ba), (wb, bb) in zip(a.weights, b.weights, strict=True):
+            np.testing.assert_array_equal(wa, wb)
+            np.testing.assert_array_equal(ba, bb)
+        assert a.losses == b.losses
+    for a, b in zip(mc_whole, mc_sliced, strict=True):  # GEMM kernels depend on the row count
+        assert_allclose(a.mean, b.mean, rtol=1e-6, atol=1e-7)
+        assert_allclose(a.ll, b.ll, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_bytes_equal_generator_bytes(seed):
+    """The fast byte reader gives numpy's Generator.bytes stream, buffered halves included."""
+    lengths = np.random.default_rng(seed).integers(0, 60, size=8) * [1, 2, 3, 4, 1, 2, 6, 8]
+    a = np.random.Generator(np.random.PCG64(seed))
+    b = np.random.Generator(np.random.PCG64(seed))
+    for n in lengths:
+        assert batched._random_bytes(b, int(n)).tobytes() == a.bytes(int(n))
+    assert a.bytes(13) == b.bytes(13) and a.random() == b.random()
 
 
 def _reference_mc_logits(fit, X, arch, n_mc, seed):
