@@ -124,6 +124,16 @@ def test_deeper_multi_output_with_bias_decay_equals_reference(rng):
             assert_allclose(b, br, atol=1e-5)
 
 
+def test_hidden_layer_of_one_unit_equals_reference(rng):
+    """A one-output layer that is not the last (the broadcast-product path of a hidden layer)."""
+    arch = MLPArch(3, (1, 4), 1, input_dropout=True)
+    m = _members(rng, sizes=(16,))[0]
+    fit = fit_members([m], arch, options=OPTS)[0]
+    for (w, b), (wr, br) in zip(fit.weights, _reference_fit(m, arch, OPTS), strict=True):
+        assert_allclose(w, wr, atol=1e-5)
+        assert_allclose(b, br, atol=1e-5)
+
+
 def test_mc_groups_never_mix_tasks_with_and_without_tau(rng):
     fit = fit_members(_members(rng)[:1], ARCH, options=OPTS)[0]
     X = rng.normal(size=(6, 3)).astype(np.float32)
@@ -288,3 +298,23 @@ def test_errors(rng):
         mc_members([MCTask(fit, m.X)], ARCH, n_mc=-1)
     with pytest.raises(ValueError, match=r"tau and y_std must be positive and finite; got tau=0"):
         mc_members([MCTask(fit, m.X, m.y, tau=0.0)], ARCH, n_mc=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_equals_cpu(rng):
+    """The random draws stay on the CPU, so a GPU run trains and samples the same members."""
+    members = _members(rng, sizes=(22, 22, 18))
+    cpu = fit_members(members, ARCH, options=OPTS)
+    gpu = fit_members(members, ARCH, options=TrainOptions(epochs=4, batch_size=8, lr=1e-2,
+                                                          device="cuda"))
+    for a, b in zip(cpu, gpu, strict=True):
+        for (wa, ba), (wb, bb) in zip(a.weights, b.weights, strict=True):
+            assert_allclose(wa, wb, atol=1e-5)
+            assert_allclose(ba, bb, atol=1e-5)
+    tasks = [MCTask(f, m.X, m.y, tau=2.0, seed=i)
+             for i, (f, m) in enumerate(zip(cpu, members, strict=True))]
+    for a, b in zip(mc_members(tasks, ARCH, n_mc=40, device="cpu"),
+                    mc_members(tasks, ARCH, n_mc=40, device="cuda"), strict=True):
+        assert_allclose(a.mean, b.mean, atol=1e-5)
+        assert_allclose(a.ll, b.ll, atol=1e-4)

@@ -339,56 +339,19 @@ def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b[:, None, :], h, w)
 
 
-def _forward(params: Sequence[torch.Tensor], x: torch.Tensor, masks: torch.Tensor | None,
-             input_dropout: bool, keep: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Stacked forward pass. x (M, B, d); masks (M, B, U) float (0 or the keep scale) or None
-    for no dropout. With ``keep`` (a list), appends each layer's input and the multiplier of
-    each hidden layer (mask × ReLU'), for :func:`_backward`."""
-    off = 0
+def _forward_det(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Stacked forward pass without dropout (weight scaling): x (M, B, d) → (M, B, o)."""
     h = x
-    n_layers = len(params) // 2
-    for layer in range(n_layers):
-        if masks is not None and layer == 0 and input_dropout:
-            h = h * masks[..., :h.shape[-1]]
-            off = h.shape[-1]
-        if keep is not None:
-            keep.append(h)
-        z = _linear(h, params[2 * layer], params[2 * layer + 1])
-        if layer == n_layers - 1:
-            return z
-        width = z.shape[-1]
-        mult = z > 0
-        if masks is not None:
-            mult = mult * masks[..., off:off + width]
-            off += width
-        h = z * mult
-        if keep is not None:
-            keep.append(mult)
-    raise AssertionError("unreachable")
-
-
-def _backward(params: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
-              g: torch.Tensor) -> list[torch.Tensor]:
-    """Gradients ``[dW1, db1, …]`` of the loss given ``g`` = d loss / d output (M, B, o)."""
-    n_layers = len(params) // 2
-    grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
-    for layer in range(n_layers - 1, -1, -1):
-        h, w = keep[2 * layer], params[2 * layer]
-        if w.shape[-1] == 1:
-            grads[2 * layer] = (h * g).sum(1)[..., None]
-        else:
-            grads[2 * layer] = torch.bmm(h.transpose(1, 2), g)
-        grads[2 * layer + 1] = g.sum(1)
-        if layer > 0:
-            g = g * w.transpose(1, 2) if w.shape[-1] == 1 else torch.bmm(g, w.transpose(1, 2))
-            g = g * keep[2 * layer - 1]
-    return grads
+    for layer in range(len(params) // 2):
+        h = _linear(h, params[2 * layer], params[2 * layer + 1])
+        if layer < len(params) // 2 - 1:
+            h = torch.relu(h)
+    return h
 
 
 class _Step:
-    """Forward and backward pass of a stacked group for minibatches of ``b`` rows, in tensors
-    allocated once (NOTE [Workspace]). Same operations, in the same order, as :func:`_forward`
-    and :func:`_backward`, so the same numbers."""
+    """Forward and backward pass (NOTE [Hand-written backward]) of a stacked group for
+    minibatches of ``b`` rows, in tensors allocated once (NOTE [Workspace])."""
 
     def __init__(self, params: Sequence[torch.Tensor], arch: MLPArch, M: int, b: int,
                  scale: torch.Tensor, device: torch.device, backward: bool = True) -> None:
@@ -404,7 +367,10 @@ class _Step:
         self.mult = [torch.empty(M, b, w, **f32) for w in hid]
         self.g = [torch.empty(M, b, w, **f32) for w in hid] if backward else []
         self.z = [torch.empty(M, b, w, **f32) for w in arch.widths[1:]]
-        self.tmp = torch.empty(M, b, hid[-1], **f32)  # products of a one-output layer
+        # products h · wᵀ of the layers with one output (NOTE [Hand-written backward])
+        fans = zip(arch.widths[:-1], arch.widths[1:], strict=True)
+        self.tmp = {k: torch.empty(M, b, fan_in, **f32)
+                    for k, (fan_in, fan_out) in enumerate(fans) if fan_out == 1}
         self.inputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, keep: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -418,7 +384,8 @@ class _Step:
         for layer in range(self.n_layers):
             w, b, z = self.params[2 * layer], self.params[2 * layer + 1], self.z[layer]
             if w.shape[-1] == 1:  # NOTE [Hand-written backward]
-                torch.sum(torch.mul(h, w.transpose(1, 2), out=self.tmp), -1, keepdim=True, out=z)
+                torch.sum(torch.mul(h, w.transpose(1, 2), out=self.tmp[layer]), -1,
+                          keepdim=True, out=z)
                 z.add_(b[:, None, :])
             else:
                 torch.baddbmm(b[:, None, :], h, w, out=z)
@@ -438,7 +405,7 @@ class _Step:
         for layer in range(self.n_layers - 1, -1, -1):
             h, w = self.inputs[layer], self.params[2 * layer]
             if w.shape[-1] == 1:
-                grads[2 * layer] = torch.mul(h, g, out=self.tmp).sum(1)[..., None]
+                grads[2 * layer] = torch.mul(h, g, out=self.tmp[layer]).sum(1)[..., None]
             else:
                 grads[2 * layer] = torch.bmm(h.transpose(1, 2), g)
             grads[2 * layer + 1] = g.sum(1)
@@ -674,7 +641,7 @@ def _mc_passes(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int, device: torch.
     gens = [_new_generator(child_seed(t.seed, "mc")) for t in tasks]
     k = _mc_block(n, arch)
     with torch.inference_mode():
-        det = _forward(params, X, None, arch.input_dropout).double()
+        det = _forward_det(params, X).double()
 
     # CPU: slabs of rows whose activations stay in cache (NOTE [Workspace]); GPU: all rows
     slab = max(16, _SLAB_FLOATS // (M * max(arch.widths))) if device.type == "cpu" else 1 << 62
