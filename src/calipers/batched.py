@@ -353,10 +353,13 @@ class _Step:
     """Forward and backward pass (NOTE [Hand-written backward]) of a stacked group for
     minibatches of ``b`` rows, in tensors allocated once (NOTE [Workspace])."""
 
-    def __init__(self, params: Sequence[torch.Tensor], arch: MLPArch, M: int, b: int,
-                 scale: torch.Tensor, device: torch.device, backward: bool = True) -> None:
+    def __init__(self, arch: MLPArch, M: int, b: int, device: torch.device,
+                 backward: bool = True) -> None:
         f32 = {"dtype": torch.float32, "device": device}
-        self.params, self.arch, self.scale = params, arch, scale
+        self.arch = arch
+        # the members' stacked weights [W1, b1, …] and keep scales (M, 1, 1): set before a pass
+        self.params: Sequence[torch.Tensor] = []
+        self.scale = torch.ones(M, 1, 1, **f32)
         self.n_layers = len(arch.widths) - 1
         d = arch.n_inputs
         self.x = torch.empty(M, b, d, **f32) if arch.input_dropout else None
@@ -461,6 +464,9 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
     flat_np = (flat_x.numpy(), flat_y.numpy()) if device.type == "cpu" else None
     epoch_np = [np.empty_like(a) for a in flat_np] if flat_np is not None else []
     steps: dict[tuple[int, int], _Step] = {}
+    views = {(lo, hi): ([q[lo:hi] for q in params], scale[lo:hi])
+             for b in {opts.batch_size, n % opts.batch_size or opts.batch_size}
+             for lo, hi in _slabs(M, b * max(arch.widths), device)}
     with torch.no_grad():
         for epoch in range(opts.epochs):
             if epoch % e_block == 0:
@@ -485,10 +491,10 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
                 b = stop - start
                 parts: list[list[torch.Tensor]] = []
                 for lo, hi in _slabs(M, b * max(arch.widths), device):
-                    step = steps.get((b, lo))
+                    step = steps.get((b, hi - lo))  # slabs of one size share one workspace
                     if step is None:
-                        step = steps[(b, lo)] = _Step([q[lo:hi] for q in params], arch, hi - lo,
-                                                      b, scale[lo:hi], device)
+                        step = steps[(b, hi - lo)] = _Step(arch, hi - lo, b, device)
+                    step.params, step.scale = views[lo, hi]
                     out = step.forward(Xe[lo:hi, start:stop],
                                        [k[lo:hi, start:stop] for k in keep_all])
                     yb = Ye[lo:hi, start:stop]
@@ -660,8 +666,9 @@ def _mc_passes(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int, device: torch.
                     stop = min(start + slab, kk * n)
                     step = steps.get(stop - start)
                     if step is None:
-                        step = steps[stop - start] = _Step(params, arch, M, stop - start, scale,
-                                                           device, backward=False)
+                        step = steps[stop - start] = _Step(arch, M, stop - start, device,
+                                                           backward=False)
+                        step.params, step.scale = params, scale
                     out[:, start:stop] = step.forward(xr[:, start:stop],
                                                       [k[:, start:stop] for k in keep])
             yield out.reshape(M, kk, n, -1)
