@@ -464,9 +464,10 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
     flat_np = (flat_x.numpy(), flat_y.numpy()) if device.type == "cpu" else None
     epoch_np = [np.empty_like(a) for a in flat_np] if flat_np is not None else []
     steps: dict[tuple[int, int], _Step] = {}
-    views = {(lo, hi): ([q[lo:hi] for q in params], scale[lo:hi])
-             for b in {opts.batch_size, n % opts.batch_size or opts.batch_size}
-             for lo, hi in _slabs(M, b * max(arch.widths), device)}
+    # per minibatch size: the member slabs and their views of the weights and keep scales
+    slabs = {b: [(lo, hi, [q[lo:hi] for q in params], scale[lo:hi])
+                 for lo, hi in _slabs(M, b * max(arch.widths), device)]
+             for b in {opts.batch_size, n % opts.batch_size or opts.batch_size}}
     with torch.no_grad():
         for epoch in range(opts.epochs):
             if epoch % e_block == 0:
@@ -490,11 +491,11 @@ def _fit_group(members: Sequence[Member], arch: MLPArch, opts: TrainOptions,
                 stop = min(start + opts.batch_size, n)
                 b = stop - start
                 parts: list[list[torch.Tensor]] = []
-                for lo, hi in _slabs(M, b * max(arch.widths), device):
+                for lo, hi, slab_params, slab_scale in slabs[b]:
                     step = steps.get((b, hi - lo))  # slabs of one size share one workspace
                     if step is None:
                         step = steps[(b, hi - lo)] = _Step(arch, hi - lo, b, device)
-                    step.params, step.scale = views[lo, hi]
+                    step.params, step.scale = slab_params, slab_scale
                     out = step.forward(Xe[lo:hi, start:stop],
                                        [k[lo:hi, start:stop] for k in keep_all])
                     yb = Ye[lo:hi, start:stop]
