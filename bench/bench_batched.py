@@ -1,11 +1,12 @@
 """Batched vs sequential training of a 12-point grid × 20 splits (UCI, Gal & Ghahramani).
 
-Trains the inner-split networks of :func:`calipers.search.search_regression` (4 dropout rates ×
-3 taus × 20 splits = 240 MLPs, 50 hidden units, batch 128) for a few epochs, in the same process:
+Trains the inner-split networks of
+:func:`calipers.batched.search.search_regression` (4 dropout rates × 3 taus × 20 splits = 240 MLPs,
+50 hidden units, batch 128) for a few epochs, in the same process:
 
-- ``batched``: all stacked into one model (:func:`calipers.batched.fit_members`);
+- ``batched``: all stacked into one model (:func:`calipers.batched.engine.fit_members`);
 - ``one_by_one``: the same engine, one network per group (``batched=False``; same weights);
-- ``fit``: one network after another with :func:`calipers.train.fit` on a
+- ``fit``: one network after another with :func:`calipers.evaluation.train.fit` on a
   ``calipers.models.MLP`` (input dropout, Adam with the member's weight decay), the way a
   PyTorch user trains one model; this is the "sequential" of the issue.
 
@@ -30,12 +31,12 @@ import numpy as np
 import torch
 
 from calipers._seeds import child_seed, seeded_torch
-from calipers.batched import MLPArch, fit_members
-from calipers.env import _cpu_name
+from calipers.batched.engine import MLPArch, fit_members
+from calipers.batched.search import SearchOptions, _prepare, grid_points, inner_split
+from calipers.evaluation.splits import read_splits
+from calipers.evaluation.train import TrainOptions, fit
 from calipers.models import MLP
-from calipers.search import SearchOptions, _prepare, grid_points, inner_split
-from calipers.splits import read_splits
-from calipers.train import TrainOptions, fit
+from calipers.repro.env import _cpu_name
 
 UCI = Path(os.environ.get("CALIPERS_UCI", Path(__file__).resolve().parents[2] / "shared/data/uci"))
 ALL = ["bostonHousing", "concrete", "energy", "kin8nm", "yacht"]
@@ -60,7 +61,7 @@ def members_for(name: str, opts: SearchOptions):
 
 
 def _fit_one_by_one(members, arch, epochs: int, device: str) -> float:
-    """calipers.train.fit on each member in turn; returns seconds."""
+    """calipers.evaluation.train.fit on each member in turn; returns seconds."""
     t = time.perf_counter()
     for m in members:
         with seeded_torch(m.seed):

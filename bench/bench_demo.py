@@ -13,8 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from calipers.env import fingerprint
-from calipers.experiment import demo_config, run_experiment
+from calipers.experiment.runner import demo_config, run_experiment
+from calipers.repro.env import fingerprint
 
 
 def main() -> None:

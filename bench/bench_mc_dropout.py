@@ -5,7 +5,7 @@ repeat (so background load hits all of them alike) and the median of the repeats
 warm-up is reported. Every method returns the same quantities: predictive mean, predictive
 entropy, expected entropy, mutual information and per-class std.
 
-* ``calipers``: ``calipers.uncertainty.mc_predict(model, x, n_mc=T, cache_trunk=...)``.
+* ``calipers``: ``calipers.uncertainty.mc.mc_predict(model, x, n_mc=T, cache_trunk=...)``.
 * ``torch-uncertainty``: ``mc_dropout(model, num_estimators=T, on_batch=True)`` in eval mode
   (repeats the batch T times, one forward), followed by the same reductions in torch.
   Its batch is chosen so that a forward call sees as many rows as calipers' default
@@ -37,7 +37,7 @@ from sklearn.datasets import load_digits
 
 from calipers._seeds import seeded_torch
 from calipers.models import CNN
-from calipers.uncertainty import mc_predict
+from calipers.uncertainty.mc import mc_predict
 
 N_MC = 50
 ROWS = 8192  # rows per forward call for every method (calipers' default bound)

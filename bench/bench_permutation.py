@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calipers.env import _cpu_name
 from calipers.permutation import permutation_test
+from calipers.repro.env import _cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEAT = 3  # every timing (calipers and nilearn alike) is the best of REPEAT runs: VMs are noisy

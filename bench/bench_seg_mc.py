@@ -54,7 +54,7 @@ def _peak() -> int:
 def _naive(net, x, n_mc: int):
     import torch
 
-    from calipers.uncertainty import mc_dropout_mode
+    from calipers.uncertainty.mc import mc_dropout_mode
 
     with torch.inference_mode(), mc_dropout_mode(net):
         logits = torch.stack([net(x) for _ in range(n_mc)])          # (T, 1, C, *S)

@@ -9,7 +9,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh c    # step 5 (about 10 min; random bytes stay on the CPU)
 #
 # 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
-# 2. issue 6: batched vs one-by-one vs calipers.train.fit training, UCI yacht and kin8nm
+# 2. issue 6: batched vs one-by-one vs calipers.evaluation.train.fit training, UCI yacht and kin8nm
 # 3. issue 4: hippocampus, 5-fold 3-D U-Net, 60 epochs (the full protocol)
 # 4. issue 4: ISBI 2012, 5 contiguous folds, 2-D U-Net, 80 epochs
 # 5. issue 6: UCI kin8nm with the full 2018 protocol (4000 epochs; 61 min on one CPU thread, the

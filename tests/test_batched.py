@@ -11,11 +11,11 @@ from numpy.testing import assert_allclose
 from scipy.special import logsumexp
 from torch import nn
 
-from calipers import batched
 from calipers._seeds import child_seed
-from calipers.batched import MCTask, Member, MLPArch, fit_members, init_weights, mc_members
-from calipers.train import TrainOptions
-from calipers.uncertainty import regression_log_likelihood
+from calipers.batched import engine as batched
+from calipers.batched.engine import MCTask, Member, MLPArch, fit_members, init_weights, mc_members
+from calipers.evaluation.train import TrainOptions
+from calipers.uncertainty.mc import regression_log_likelihood
 
 ARCH = MLPArch(3, (6,), 1, input_dropout=True)
 OPTS = TrainOptions(epochs=4, batch_size=8, lr=1e-2, device="cpu")

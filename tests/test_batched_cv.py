@@ -11,17 +11,17 @@ import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
-import calipers.batched_cv as bcv
-from calipers.batched_cv import SearchSettings, batched_reason, cross_validate_batched
+import calipers.batched.cv as bcv
+from calipers.batched.cv import SearchSettings, batched_reason, cross_validate_batched
 from calipers.config import parse_config
-from calipers.cv import NetworkSpec
 from calipers.data import load_dataset, make_dataset
+from calipers.evaluation.cv import NetworkSpec
+from calipers.evaluation.folds import make_folds
+from calipers.evaluation.splits import read_splits
+from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
-from calipers.experiment import run_experiment
-from calipers.folds import make_folds
+from calipers.experiment.runner import run_experiment
 from calipers.models import MLP
-from calipers.splits import read_splits
-from calipers.train import TrainOptions
 
 OPTS = TrainOptions(epochs=3, batch_size=16, lr=1e-2, weight_decay=1e-3, device="cpu")
 MLP_A = NetworkSpec("calipers.models:MLP", {"hidden": [8], "dropout": 0.1})
@@ -109,7 +109,7 @@ def test_batched_reason(reg, blobs):
 
 
 def test_classification_is_batched_with_the_keys_of_fold_by_fold(blobs):
-    from calipers.cv import cross_validate
+    from calipers.evaluation.cv import cross_validate
 
     cls = make_dataset(*blobs, task="classification")
     folds = make_folds(cls.y, n_folds=3, seed=1)
@@ -295,7 +295,7 @@ def test_partial_resume_keeps_saved_folds(tmp_path, reg, folds):
 
 
 def test_inner_split_is_shuffled_for_sorted_folds(reg, folds):
-    from calipers.search import SearchOptions, search_regression
+    from calipers.batched.search import SearchOptions, search_regression
 
     opts = SearchOptions(grid={"dropout": [0.1], "tau": [1.0]}, hidden=(4,), epochs=1,
                          n_mc=2, device="cpu", inner_shuffle=True)

@@ -1,4 +1,4 @@
-"""calipers.compare against SciPy, statsmodels and hand-derived values."""
+"""calipers.stats.compare against SciPy, statsmodels and hand-derived values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from calipers.compare import (
+from calipers.exceptions import FoldMismatchError
+from calipers.stats.compare import (
     compare,
     corrected_ttest,
     describe_scores,
@@ -21,7 +22,6 @@ from calipers.compare import (
     mcnemar_test,
     prob_b_better,
 )
-from calipers.exceptions import FoldMismatchError
 
 DESIGN_KEYS = {"a", "b", "metric", "diff_mean", "diff_ci", "p_corrected_t", "p_mcnemar",
                "p_b_better", "p_b_better_ci", "verdict", "chosen"}  # fmt: skip

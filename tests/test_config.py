@@ -96,7 +96,7 @@ def test_missing_and_invalid_toml(tmp_path):
 
 def test_predefined_splits_drive_the_run(tmp_path, rng):
     """[cv] splits = DIR replaces the splitter; the folds are read exactly."""
-    from calipers.experiment import run_experiment
+    from calipers.experiment.runner import run_experiment
 
     X, y = rng.normal(size=(30, 3)), np.repeat([0, 1], 15)
     np.savez(tmp_path / "d.npz", X=X, y=y)

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from calipers.cv import NetworkSpec, cross_validate
 from calipers.data import make_dataset
-from calipers.folds import make_folds
-from calipers.summary import compare_runs, load_cv_result, summarize, write_summary
-from calipers.train import TrainOptions
+from calipers.evaluation.cv import NetworkSpec, cross_validate
+from calipers.evaluation.folds import make_folds
+from calipers.evaluation.train import TrainOptions
+from calipers.experiment.summary import compare_runs, load_cv_result, summarize, write_summary
 
 OPTS = TrainOptions(epochs=3, batch_size=16, lr=5e-3, device="cpu")
 NETS = {"A": NetworkSpec("calipers.models:MLP", {"hidden": [16], "dropout": 0.1}),
@@ -103,7 +103,7 @@ def test_regression_reports_original_units(rng):
 
 def test_tau_is_in_target_units_in_both_engines(rng):
     """Fold-by-fold and stacked training add the same noise variance 1/tau (original units)."""
-    from calipers.batched_cv import cross_validate_batched
+    from calipers.batched.cv import cross_validate_batched
 
     X = rng.normal(size=(45, 3))
     y = 100 * X[:, 0] + rng.normal(size=45)                   # y std ≈ 100

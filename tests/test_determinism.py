@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from calipers.determinism import (
+from calipers.exceptions import CalipersWarning
+from calipers.repro.determinism import (
     CUBLAS_WORKSPACE_CONFIG,
     determinism_state,
     deterministic,
     set_deterministic,
 )
-from calipers.exceptions import CalipersWarning
 
 
 def _nondeterministic_op() -> None:

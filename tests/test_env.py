@@ -12,8 +12,8 @@ import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from calipers.determinism import deterministic
-from calipers.env import Environment, dependency_versions, fingerprint, load_env
+from calipers.repro.determinism import deterministic
+from calipers.repro.env import Environment, dependency_versions, fingerprint, load_env
 
 
 @pytest.fixture(scope="module")

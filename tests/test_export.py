@@ -15,8 +15,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from calipers.env import Environment
-from calipers.export import FORMATS, export_environment, torch_index_url
+from calipers.repro.env import Environment
+from calipers.repro.export import FORMATS, export_environment, torch_index_url
 
 ROOT = Path(__file__).resolve().parents[1]
 HADOLINT = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))

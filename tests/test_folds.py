@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from calipers.evaluation.folds import Folds, check_cv, make_folds
 from calipers.exceptions import FoldMismatchError
-from calipers.folds import Folds, check_cv, make_folds
 
 
 def test_folds_partition_the_data_and_stratify():
@@ -69,7 +69,7 @@ def test_one_fold_rejected():
 
 
 def test_unshuffled_folds_are_contiguous_blocks():
-    from calipers.folds import make_folds
+    from calipers.evaluation.folds import make_folds
 
     f = make_folds(np.zeros(10), n_folds=3, stratify=False, shuffle=False)
     assert [t.tolist() for t in f.test] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]

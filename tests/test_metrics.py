@@ -1,4 +1,4 @@
-"""calipers.metrics against hand-derived values, scikit-learn and SciPy."""
+"""calipers.evaluation.metrics against hand-derived values, scikit-learn and SciPy."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 from sklearn import metrics as skm
 
-from calipers import metrics as M
+from calipers.evaluation import metrics as M
 
 # Three samples, two classes. Hand values:
 #   argmax = [0, 1, 0] vs y = [0, 1, 1]            -> accuracy 2/3

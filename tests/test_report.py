@@ -72,7 +72,7 @@ def _make_run(
     atomic_write_json(root / "env.json", {"created": "2030-05-06T07:08:09+00:00",
                                           "os": "Linux-test", "python": "3.11.9",
                                           "gpus": [{"name": "Fake GPU", "memory_gb": 80}]})
-    atomic_write_json(root / "folds.json", {  # as calipers.folds writes it: n_splits, no n_folds
+    atomic_write_json(root / "folds.json", {  # as calipers.evaluation.folds writes it: n_splits, no n_folds
         "hash": "abc123def", "n_samples": 60, "n_splits": N_FOLDS, "n_repeats": 1,
         "folds": [{"repeat": 0, "fold": j, "train": [], "test": []} for j in range(N_FOLDS)]})
     (root / "config.toml").write_text('[data]\nkind = "digits" # <x> & y\n', encoding="utf-8")

@@ -13,12 +13,12 @@ from numpy.testing import assert_allclose
 from scipy.spatial.distance import dice as scipy_dice_dissimilarity
 from typer.testing import CliRunner
 
-from calipers._cli_repro import env as env_command
-from calipers._cli_repro import repro as repro_command
+from calipers.cli.repro import env as env_command
+from calipers.cli.repro import repro as repro_command
 from calipers.config import parse_config
-from calipers.determinism import deterministic
-from calipers.experiment import run_experiment
-from calipers.repro import Difference, compare_runs_repro, segmentation_agreement
+from calipers.experiment.agreement import Difference, compare_runs_repro, segmentation_agreement
+from calipers.experiment.runner import run_experiment
+from calipers.repro.determinism import deterministic
 from calipers.runs import read_json
 
 app = typer.Typer()
@@ -104,7 +104,7 @@ def test_changed_seed_is_reported_with_the_differences(runs, tmp_path):
 
 
 def _pooled(run, key, network="A"):
-    """Pooled out-of-fold ``key`` sorted by sample index (independent of calipers.repro)."""
+    """Pooled out-of-fold ``key`` sorted by sample index (independent of calipers.experiment.agreement)."""
     idx, vals = [], []
     for fold in sorted((run / network).glob("fold-*")):
         with np.load(fold / "predictions.npz") as z:

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from calipers.folds import Folds
-from calipers.search import SearchOptions, grid_points, inner_split, l2_from_tau, search_regression
+from calipers.batched.search import (
+    SearchOptions,
+    grid_points,
+    inner_split,
+    l2_from_tau,
+    search_regression,
+)
+from calipers.evaluation.folds import Folds
 
 OPTS = SearchOptions(grid={"dropout": [0.05, 0.2], "tau": [1.0, 4.0]}, hidden=(8,), epochs=3,
                      batch_size=16, n_mc=20, device="cpu", seed=1)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from calipers.folds import make_folds
-from calipers.splits import read_splits
+from calipers.evaluation.folds import make_folds
+from calipers.evaluation.splits import read_splits
 
 
 def _write(d, k, train, test, fmt="%.1f"):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from calipers._seeds import seeded_torch
+from calipers.evaluation.train import TrainOptions, fit
 from calipers.models import MLP
-from calipers.train import TrainOptions, fit
 
 
 def _fit(blobs, seed, **kw):

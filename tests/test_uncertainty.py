@@ -1,4 +1,4 @@
-"""Tests for calipers.uncertainty: MC dropout against hand computations and known answers."""
+"""Tests for calipers.uncertainty.mc: MC dropout against hand computations and known answers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.models import CNN, MLP
-from calipers.uncertainty import (
+from calipers.uncertainty.mc import (
     DROPOUT_TYPES,
     MCClassification,
     MCRegression,

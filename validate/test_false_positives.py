@@ -5,8 +5,8 @@ between repetitions. A valid test rejects in about 5% of repetitions or fewer; t
 paired t-test is known to reject far more often because folds overlap (Nadeau & Bengio 2003), and
 we report its rate beside ours.
 
-Run for both training engines: fold by fold (``calipers.cv.cross_validate``) and all splits
-stacked (``calipers.batched_cv.cross_validate_batched``, what ``calipers cv`` uses for MLPs).
+Run for both training engines: fold by fold (``calipers.evaluation.cv.cross_validate``) and all splits
+stacked (``calipers.batched.cv.cross_validate_batched``, what ``calipers cv`` uses for MLPs).
 
 Cost: 100 repetitions × 10 folds × 2 networks of a small MLP on the 8×8 digits (~3 minutes
 fold by fold on 2 cores, well under a minute stacked). Run with ``make validate``.
@@ -24,12 +24,12 @@ import pytest
 import scipy.stats
 import torch
 
-from calipers.batched_cv import cross_validate_batched
-from calipers.compare import corrected_ttest
-from calipers.cv import NetworkSpec, cross_validate
+from calipers.batched.cv import cross_validate_batched
 from calipers.data import load_digits, make_dataset
-from calipers.folds import make_folds
-from calipers.train import TrainOptions
+from calipers.evaluation.cv import NetworkSpec, cross_validate
+from calipers.evaluation.folds import make_folds
+from calipers.evaluation.train import TrainOptions
+from calipers.stats.compare import corrected_ttest
 
 N_REPS = 100
 OUT = Path(__file__).parent / "results"

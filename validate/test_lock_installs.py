@@ -67,7 +67,7 @@ def test_lock_installs_into_fresh_venv(tmp_path):
     for name, version in lock.items():
         got = installed.get(name, "missing")
         assert got.partition("+")[0] == version, f"{name}: lock {version}, installed {got}"
-    script = ("import json; from calipers.env import fingerprint; "
+    script = ("import json; from calipers.repro.env import fingerprint; "
               "print(json.dumps(fingerprint().dependencies))")
     recorded = json.loads(_run(py, "-c", script).stdout)
     assert {k: v.partition("+")[0] for k, v in recorded.items()} == lock

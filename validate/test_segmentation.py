@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from calipers.config import parse_config
-from calipers.experiment import run_experiment
+from calipers.experiment.runner import run_experiment
 
 DATA = Path(os.environ.get("CALIPERS_DATA",
                           Path(__file__).resolve().parents[2] / "shared" / "data"))

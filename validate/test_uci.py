@@ -5,7 +5,7 @@ same as ``calipers cv examples/uci/<name>.toml --out runs/uci-<name>``): the pap
 per split a 4 × 3 grid (dropout × tau) trained on the first 80 % of the training split and chosen
 by validation MC log likelihood, a refit on the whole training split, T = 10,000 MC test passes;
 1 hidden layer of 50 units, batch 128, Adam, 4000 epochs; every split and grid point trained at
-once (``calipers.batched``).
+once (``calipers.batched.engine``).
 
     make validate-uci                                 # full protocol, all five data sets
     CALIPERS_UCI_EPOCHS=400 CALIPERS_UCI_DATASETS=yacht,bostonHousing make validate-uci
@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from calipers.config import load_config
-from calipers.experiment import run_experiment
+from calipers.experiment.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 UCI = Path(os.environ.get("CALIPERS_UCI", ROOT.parent / "shared" / "data" / "uci"))

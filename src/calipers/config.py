@@ -58,7 +58,7 @@ class TrainConfig(_Section):
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False
-    batched: bool = True  # stack MLP networks' splits into one model (calipers.batched)
+    batched: bool = True  # stack MLP networks' splits into one model (calipers.batched.engine)
 
     @field_validator("device")
     @classmethod

@@ -3,7 +3,7 @@
 Layout (design §3)::
 
     RUN/config.toml            resolved configuration
-    RUN/env.json               environment fingerprint (calipers.env)
+    RUN/env.json               environment fingerprint (calipers.repro.env)
     RUN/folds.json             fold indices and their hash
     RUN/<network>/fold-XX/metrics.json, predictions.npz, model.pt
     RUN/metrics.csv            one row per network and fold

@@ -12,7 +12,7 @@ import typer
 from numpy.testing import assert_allclose, assert_array_equal
 from typer.testing import CliRunner
 
-from calipers._cli_permute import permute
+from calipers.cli.permute import permute
 from calipers.exceptions import CalipersWarning, DataError
 from calipers.permutation import permutation_test, permute_images
 

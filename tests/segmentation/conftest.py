@@ -67,7 +67,7 @@ def seg_run(tmp_path_factory) -> Path:
     import torch
 
     from calipers.config import parse_config
-    from calipers.experiment import run_experiment
+    from calipers.experiment.runner import run_experiment
 
     root = tmp_path_factory.mktemp("segrun")
     data = make_nifti_set(root / "data")

@@ -33,7 +33,7 @@ def test_dockerfile_passes_hadolint():
 
 def _path_with_calipers(tmp_path: Path) -> str:
     """PATH whose ``calipers`` runs ``predict``: the installed CLI once ``predict`` is
-    registered there, else a shim over ``calipers._cli_predict``."""
+    registered there, else a shim over ``calipers.cli.predict``."""
     from calipers.cli import app
 
     bindir = Path(sys.executable).parent
@@ -43,7 +43,7 @@ def _path_with_calipers(tmp_path: Path) -> str:
     shim = tmp_path / "bin" / "calipers"
     shim.parent.mkdir()
     shim.write_text(f'#!/bin/sh\n[ "$1" = predict ] && shift\n'
-                    f'exec "{sys.executable}" -m calipers._cli_predict "$@"\n')
+                    f'exec "{sys.executable}" -m calipers.cli.predict "$@"\n')
     shim.chmod(0o755)
     return f"{shim.parent}{os.pathsep}{os.environ['PATH']}"
 

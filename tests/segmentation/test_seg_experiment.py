@@ -10,10 +10,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 from calipers.config import parse_config
-from calipers.experiment import run_experiment
-from calipers.metrics import dice_per_class
-from calipers.repro import compare_runs_repro
-from calipers.summary import load_cv_result
+from calipers.evaluation.metrics import dice_per_class
+from calipers.experiment.agreement import compare_runs_repro
+from calipers.experiment.runner import run_experiment
+from calipers.experiment.summary import load_cv_result
 
 
 def test_run_folder_layout_and_metrics(seg_run):

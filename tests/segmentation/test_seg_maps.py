@@ -10,10 +10,10 @@ from scipy.special import xlogy
 from sklearn.metrics import roc_auc_score
 
 from calipers._seeds import child_seed, seeded_torch
-from calipers.metrics import dice_per_class, uncertainty_auroc
+from calipers.evaluation.metrics import dice_per_class, uncertainty_auroc
 from calipers.models import UNet
 from calipers.segmentation.maps import mc_segment
-from calipers.uncertainty import mc_dropout_mode
+from calipers.uncertainty.mc import mc_dropout_mode
 
 
 def _net(p: float, seed: int = 0, dims: int = 3) -> UNet:

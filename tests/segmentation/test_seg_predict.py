@@ -14,7 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 from typer.testing import CliRunner
 
-from calipers._cli_predict import predict
+from calipers.cli.predict import predict
 from calipers.exceptions import DataError
 from calipers.models import UNet
 from calipers.segmentation import export_checkpoint, load_predictor, predict_folder

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from calipers.models import UNet, build_network
-from calipers.uncertainty import has_dropout
+from calipers.uncertainty.mc import has_dropout
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 16), (2, 8, 8, 16)])

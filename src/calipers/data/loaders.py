@@ -132,7 +132,8 @@ def load_uci(path: str | os.PathLike[str], *, task: str = "regression") -> Datas
     """A folder in the layout of Gal & Ghahramani's UCI benchmark: ``data.txt`` (whitespace-
     separated numbers, no header), ``index_features.txt`` (0-based input columns) and
     ``index_target.txt`` (the target column). Its ``index_train_<k>.txt`` /
-    ``index_test_<k>.txt`` splits are read by ``[cv] splits`` (:func:`calipers.splits.read_splits`).
+    ``index_test_<k>.txt`` splits are read by ``[cv] splits``
+    (:func:`calipers.evaluation.splits.read_splits`).
     """
     root = _existing(path, "UCI folder")
     if not root.is_dir():

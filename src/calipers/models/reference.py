@@ -1,7 +1,7 @@
 """Small reference networks that adapt to the data: ``MLP`` and ``CNN``.
 
 Both are plain ``nn.Sequential`` stacks whose dropout comes after a deterministic trunk, so MC
-dropout can compute the trunk once (see :func:`calipers.uncertainty.mc_predict`).
+dropout can compute the trunk once (see :func:`calipers.uncertainty.mc.mc_predict`).
 """
 
 from __future__ import annotations

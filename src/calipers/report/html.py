@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from calipers.evaluation.metrics import METRICS, reliability_curve
 from calipers.exceptions import DataError
-from calipers.metrics import METRICS, reliability_curve
 from calipers.report import plots
 from calipers.runs import atomic_write_text, fold_dir, read_json
 

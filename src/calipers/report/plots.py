@@ -4,8 +4,8 @@ The figures are built with :class:`matplotlib.figure.Figure` on an Agg canvas, n
 ``pyplot``, so they hold no global state, need no display and are freed when dropped. Nothing
 here reads or writes files; :mod:`calipers.report.html` renders the figures to PNG.
 
-The reliability diagram uses :func:`calipers.metrics.reliability_curve`: confidence is the
-largest class probability, bins are ``(b/M, (b+1)/M]`` (Guo et al. 2017) and the ECE is the
+The reliability diagram uses :func:`calipers.evaluation.metrics.reliability_curve`: confidence
+is the largest class probability, bins are ``(b/M, (b+1)/M]`` (Guo et al. 2017) and the ECE is the
 count-weighted mean of ``|accuracy - confidence|`` over non-empty bins.
 """
 
@@ -18,7 +18,7 @@ import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from calipers.metrics import reliability_curve
+from calipers.evaluation.metrics import reliability_curve
 
 __all__ = [
     "plot_entropy_histogram",

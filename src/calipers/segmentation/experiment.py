@@ -25,21 +25,21 @@ import numpy as np
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.config import ExperimentConfig
-from calipers.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, cross_validate
-from calipers.determinism import deterministic
-from calipers.env import fingerprint
+from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, cross_validate
+from calipers.evaluation.folds import make_folds
+from calipers.evaluation.metrics import dice_per_class, uncertainty_auroc
+from calipers.evaluation.splits import read_splits
+from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
-from calipers.experiment import ExperimentResult, _check_resume, finish_run
-from calipers.folds import make_folds
-from calipers.metrics import dice_per_class, uncertainty_auroc
+from calipers.experiment.runner import ExperimentResult, _check_resume, finish_run
 from calipers.models import build_network
+from calipers.repro.determinism import deterministic
+from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text
 from calipers.segmentation.data import SegmentationData, crop_to, load_segmentation, pad_to
 from calipers.segmentation.maps import mc_segment
 from calipers.segmentation.train import fit_segmentation
-from calipers.splits import read_splits
-from calipers.train import TrainOptions
-from calipers.uncertainty import has_dropout
+from calipers.uncertainty.mc import has_dropout
 
 __all__ = ["run_segmentation_experiment", "run_segmentation_fold"]
 

@@ -32,7 +32,7 @@ from torch import nn
 from calipers._checks import _check_positive_int
 from calipers._seeds import child_seed, seeded_torch
 from calipers.segmentation.data import crop_to, pad_multiple, pad_to
-from calipers.uncertainty import _model_on_device, mc_dropout_mode
+from calipers.uncertainty.mc import _model_on_device, mc_dropout_mode
 
 __all__ = ["VoxelMaps", "mc_segment"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from torch import nn
 
-from calipers.train import FitResult, TrainOptions, fit
+from calipers.evaluation.train import FitResult, TrainOptions, fit
 
 __all__ = ["fit_segmentation"]
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from calipers._checks import _look_up_option
-from calipers.compare import Comparison, compare, describe_scores
-from calipers.cv import CVResult, _load_fold
+from calipers.evaluation.cv import CVResult, _load_fold
+from calipers.evaluation.folds import Folds
+from calipers.evaluation.metrics import METRICS
 from calipers.exceptions import FoldMismatchError
-from calipers.folds import Folds
-from calipers.metrics import METRICS
 from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
+from calipers.stats.compare import Comparison, compare, describe_scores
 
 __all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
 

@@ -18,12 +18,12 @@ import torch
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.data import Dataset
-from calipers.folds import Folds
-from calipers.metrics import score_classification, score_regression
+from calipers.evaluation.folds import Folds
+from calipers.evaluation.metrics import score_classification, score_regression
+from calipers.evaluation.train import TrainOptions, fit
 from calipers.models import build_network
 from calipers.runs import atomic_path, atomic_write_json, fold_dir, fold_done, read_json, save_npz
-from calipers.train import TrainOptions, fit
-from calipers.uncertainty import has_dropout, mc_predict
+from calipers.uncertainty.mc import has_dropout, mc_predict
 
 __all__ = ["CVResult", "FoldResult", "FoldSpec", "NetworkSpec", "cross_validate", "run_fold"]
 
@@ -135,7 +135,7 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
         metrics["mutual_info"] = float(np.mean(pred["mutual_info"]))
     else:
         mean = pred["mean"].reshape(len(y_te), -1) * y_sd + y_mu
-        # tau is a precision in 1/(target units)², as in calipers.uncertainty and the paper
+        # tau is a precision in 1/(target units)², as in calipers.uncertainty.mc and the paper
         var = pred["var"].reshape(len(y_te), -1) * y_sd**2 + (1.0 / spec.tau if spec.tau else 0.0)
         pred = {"mean": mean, "var": var}
         yt = y_te.reshape(len(y_te), -1)

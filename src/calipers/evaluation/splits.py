@@ -2,7 +2,7 @@
 (the UCI benchmark layout of Hernández-Lobato & Adams 2015 and Gal & Ghahramani 2016) or JSON.
 
 The index order of each file is kept (the paper's inner validation set is the last 20 % of the
-training file, in file order), and :attr:`calipers.folds.Folds.hash` covers it.
+training file, in file order), and :attr:`calipers.evaluation.folds.Folds.hash` covers it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from calipers.folds import Folds
+from calipers.evaluation.folds import Folds
 
 __all__ = ["read_splits"]
 
@@ -71,7 +71,7 @@ def _read_json(path: Path) -> list[tuple[np.ndarray, np.ndarray]] | Folds:
 
 
 def read_splits(path: str | Path, *, n_samples: int | None = None) -> Folds:
-    """Read predefined splits into :class:`~calipers.folds.Folds`.
+    """Read predefined splits into :class:`~calipers.evaluation.folds.Folds`.
 
     Parameters
     ----------

@@ -1,7 +1,8 @@
 """Environment fingerprint: what a result was computed with (OS, Python, libraries, CUDA, GPUs).
 
 Every run saves :func:`fingerprint` as ``RUN/env.json``; :func:`load_env` reads it back, and
-:func:`calipers.export.export_environment` turns it into a conda, pip, Docker or Apptainer recipe.
+:func:`calipers.repro.export.export_environment` turns it into a conda, pip, Docker or
+Apptainer recipe.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Environment:
         missing = [k for k in required if k not in d]
         if missing:
             raise ValueError(f"environment record lacks key(s) {', '.join(missing)}; it must "
-                             "hold what calipers.env.fingerprint() writes to env.json. Re-create "
+                             "hold what calipers.repro.env.fingerprint() writes to env.json. "
+                             "Re-create "
                              "it with `calipers env --json`.")
         return cls(**{k: d[k] for k in names if k in d})
 
@@ -204,12 +206,12 @@ def fingerprint() -> Environment:
 
     ``dependencies`` holds the exact version of every runtime dependency of calipers
     (:func:`dependency_versions`); ``determinism`` the switches in force now
-    (:func:`calipers.determinism.determinism_state`), so a fingerprint taken inside
+    (:func:`calipers.repro.determinism.determinism_state`), so a fingerprint taken inside
     ``with deterministic(seed):`` records them as on.
     """
     import torch
 
-    from calipers.determinism import determinism_state
+    from calipers.repro.determinism import determinism_state
 
     cuda_ok = torch.cuda.is_available()
     gpus = []

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from calipers.cv import CVResult
-from calipers.env import Environment, load_env
-from calipers.summary import load_cv_result
+from calipers.evaluation.cv import CVResult
+from calipers.experiment.summary import load_cv_result
+from calipers.repro.env import Environment, load_env
 
 __all__ = [
     "Difference",

@@ -106,7 +106,7 @@ def fit(
     options : TrainOptions
     seed : int
         Seeds the data order (and, on CUDA, nothing else is random: dropout draws use the
-        global generator, which the caller seeds; see :func:`calipers.cv.run_fold`).
+        global generator, which the caller seeds; see :func:`calipers.evaluation.cv.run_fold`).
     progress : callable(epoch, n_epochs, loss), optional
         Called after each epoch (1-based).
 

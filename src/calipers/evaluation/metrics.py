@@ -7,7 +7,7 @@ shape ``(N, C)`` (rows sum to 1 -- pass ``softmax(logits)``, not logits); regres
 ``y_true`` and predictions of the same shape, ``(N,)`` or ``(N, D)``.
 
 The registry :data:`METRICS` says, for every metric, which task it belongs to and whether higher
-is better, so that :func:`calipers.compare.compare` can pick the better network without being
+is better, so that :func:`calipers.stats.compare.compare` can pick the better network without being
 told.
 
 References

@@ -1,14 +1,15 @@
 """Cross-validation of MLP networks with every split trained at once.
 
-:func:`calipers.cv.cross_validate` trains one fold after another. For a small fully connected
-regression network that leaves the hardware idle, so :func:`cross_validate_batched` trains all
-splits of a network (and, with a grid search, all splits × grid points, then the refits) as one
-stacked model (:mod:`calipers.batched`). :func:`run_experiment` uses it automatically for every
-network it fits (:func:`batched_reason` says why not otherwise); ``[train] batched = false``
-trains the same members one by one, with the same numbers.
+:func:`calipers.evaluation.cv.cross_validate` trains one fold after another. For a small fully
+connected regression network that leaves the hardware idle, so :func:`cross_validate_batched`
+trains all splits of a network (and, with a grid search, all splits × grid points, then the
+refits) as one stacked model (:mod:`~calipers.batched.engine`). :func:`run_experiment` uses it
+automatically for every network it fits (:func:`batched_reason` says why not otherwise); ``[train]
+batched = false`` trains the same members one by one, with the same numbers.
 
 Each split j of network ``name`` is the member seeded ``child_seed(seed, "batched", name, j)``
-(with a search: ``child_seed(seed, "search", name)`` for :func:`calipers.search.search_regression`),
+(with a search: ``child_seed(seed, "search", name)`` for
+:func:`calipers.batched.search.search_regression`),
 so results do not depend on which other networks or splits are trained with it, and a resumed
 run gives the same numbers. Classification MLPs are batched too (cross-entropy; MC dropout gives
 mean probabilities, entropy and mutual information), without ``[search]``.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from calipers._seeds import child_seed
-from calipers.batched import (
+from calipers.batched.engine import (
     MCTask,
     Member,
     MemberFit,
@@ -36,7 +37,9 @@ from calipers.batched import (
     fit_members,
     mc_members,
 )
-from calipers.cv import (
+from calipers.batched.search import SearchOptions, search_regression
+from calipers.data import Dataset
+from calipers.evaluation.cv import (
     CVProgress,
     CVResult,
     FoldResult,
@@ -46,13 +49,11 @@ from calipers.cv import (
     _save_fold,
     _standardize,
 )
-from calipers.data import Dataset
-from calipers.folds import Folds
-from calipers.metrics import score_classification, score_regression
+from calipers.evaluation.folds import Folds
+from calipers.evaluation.metrics import score_classification, score_regression
+from calipers.evaluation.train import ProgressFn, TrainOptions
 from calipers.models.loading import resolve_callable
 from calipers.runs import fold_done
-from calipers.search import SearchOptions, search_regression
-from calipers.train import ProgressFn, TrainOptions
 
 __all__ = ["SearchSettings", "batched_reason", "cross_validate_batched"]
 
@@ -114,7 +115,7 @@ def _arch(spec: NetworkSpec, data: Dataset) -> tuple[MLPArch, float]:
 
 def _inputs(data: Dataset, tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flattened inputs; a 2-D table is standardised with the training rows (as
-    :func:`calipers.cv.run_fold` does), images are left as they are."""
+    :func:`calipers.evaluation.cv.run_fold` does), images are left as they are."""
     X = data.X.reshape(len(data.X), -1)
     X_tr, X_te = (X[tr], X[te]) if data.X.ndim != 2 else _standardize(X[tr], X[te])
     return X_tr.astype(np.float32), X_te.astype(np.float32)
@@ -134,7 +135,7 @@ def _fold_result(name: str, j: int, test: np.ndarray, y_te: np.ndarray, fit: Mem
                  mc: MemberMC | MemberProba, arch: MLPArch,
                  chosen: Mapping[str, float]) -> FoldResult:
     state = _state_dict(fit, arch.input_dropout)
-    if isinstance(mc, MemberProba):  # the keys of calipers.cv.run_fold
+    if isinstance(mc, MemberProba):  # the keys of calipers.evaluation.cv.run_fold
         metrics = score_classification(y_te, mc.proba)
         metrics["entropy"] = float(np.mean(mc.entropy))
         metrics["mutual_info"] = float(np.mean(mc.mutual_info))
@@ -212,13 +213,13 @@ def cross_validate_batched(
 ) -> CVResult:
     """Cross-validate MLP networks, all splits of a network trained at once.
 
-    Same contract as :func:`calipers.cv.cross_validate` (identical folds, out-of-fold MC-dropout
-    predictions in original units, resume from ``run_dir``), restricted to networks for which
-    :func:`batched_reason` is ``None``. Inputs and targets are standardised with each split's
-    training rows; ``options.weight_decay`` is Adam's coupled decay on all parameters.
+    Same contract as :func:`calipers.evaluation.cv.cross_validate` (identical folds,
+    out-of-fold MC-dropout predictions in original units, resume from ``run_dir``), restricted to
+    networks for which :func:`batched_reason` is ``None``. Inputs and targets are standardised with
+    each split's training rows; ``options.weight_decay`` is Adam's coupled decay on all parameters.
 
     With ``search``, dropout and tau are chosen per split on an inner split
-    (:func:`calipers.search.search_regression`); weight decay then follows from tau
+    (:func:`calipers.batched.search.search_regression`); weight decay then follows from tau
     (NOTE [Weight decay from tau]) and each fold's metrics record ``chosen_dropout`` and
     ``chosen_tau``. Metrics: ``rmse`` (of the MC mean), ``gaussian_nll`` (when every predictive
     variance is positive), ``log_likelihood`` (the paper's MC estimate; needs tau and
@@ -233,7 +234,7 @@ def cross_validate_batched(
         why = batched_reason(spec, data)
         if why is not None:
             raise ValueError(f"network {name!r} cannot be trained batched: {why}. "
-                             "Cross-validate it with calipers.cv.cross_validate.")
+                             "Cross-validate it with calipers.evaluation.cv.cross_validate.")
     if folds.n_samples != data.n_samples:
         raise ValueError(f"folds index {folds.n_samples} samples; the data set has "
                          f"{data.n_samples}.")

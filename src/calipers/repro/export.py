@@ -1,7 +1,8 @@
 """Recipes that rebuild a recorded environment: conda, pip lock, Docker and Apptainer.
 
-:func:`export_environment` turns an :class:`~calipers.env.Environment` (this process's
-:func:`~calipers.env.fingerprint`, or a run's ``env.json`` via :func:`~calipers.env.load_env`)
+:func:`export_environment` turns an :class:`~calipers.repro.env.Environment` (this process's
+:func:`~calipers.repro.env.fingerprint`, or a run's ``env.json`` via
+:func:`~calipers.repro.env.load_env`)
 into the text of one recipe. The versions are the ones recorded, exactly.
 
 # NOTE [Torch wheels and CUDA bases]
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calipers._checks import _look_up_option
-from calipers.env import Environment
+from calipers.repro.env import Environment
 
 __all__ = ["FORMATS", "export_environment", "torch_index_url"]
 
@@ -99,8 +100,8 @@ def _export_environment_iv(env: Any, fmt: str) -> tuple[Environment, str]:
         env = Environment.from_dict(env)
     elif not isinstance(env, Environment):
         raise TypeError(f"env must be an Environment or a mapping (env.json's content); got "
-                        f"{type(env).__name__}. Pass calipers.env.fingerprint() or "
-                        "calipers.env.load_env(RUN_DIR).")
+                        f"{type(env).__name__}. Pass calipers.repro.env.fingerprint() or "
+                        "calipers.repro.env.load_env(RUN_DIR).")
     fmt = _look_up_option(str(fmt).strip().lower(), FORMATS, what="export format")
     if not re.fullmatch(r"\d+\.\d+\.\d+", env.python or ""):
         raise ValueError(f"env.python must be a full Python version such as '3.11.7'; got "
@@ -120,7 +121,7 @@ def export_environment(
     Parameters
     ----------
     env : Environment or mapping
-        :func:`~calipers.env.fingerprint` or the content of a run's ``env.json``.
+        :func:`~calipers.repro.env.fingerprint` or the content of a run's ``env.json``.
     fmt : {"conda", "pip", "docker", "apptainer"}
         ``conda``: an ``environment.yml`` (conda-forge Python, pinned pip section).
         ``pip``: a lock for ``pip install -r`` (``name==version`` lines).

@@ -71,7 +71,7 @@ predict.__doc__ = (predict.__doc__ or "") + "\n\n" + _EPILOG
 
 
 def main() -> None:
-    """Run ``predict`` as a stand-alone command (``python -m calipers._cli_predict``)."""
+    """Run ``predict`` as a stand-alone command (``python -m calipers.cli.predict``)."""
     typer.run(predict)
 
 

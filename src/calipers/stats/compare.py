@@ -3,7 +3,7 @@
 Scores come per fold: ``J = n_folds * n_repeats`` values per network, where value ``j`` of every
 network was measured on the same test fold ``j``. Differences are always ``B - A`` (the second
 network minus the first), in the metric's units. The pairwise tests live in
-:mod:`calipers.paired` (see NOTE [Corrected resampled t] there) and are re-exported here.
+:mod:`calipers.stats.paired` (see NOTE [Corrected resampled t] there) and are re-exported here.
 
 # NOTE [Common bootstrap draws]
 :func:`compare` runs every pair's P(B > A) bootstrap with the same ``seed``. All networks share
@@ -24,9 +24,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from calipers._checks import _check_positive_int, _look_up_option
+from calipers.evaluation.metrics import METRICS
 from calipers.exceptions import FoldMismatchError
-from calipers.metrics import METRICS
-from calipers.paired import (
+from calipers.stats.paired import (
     Interval,
     McNemarResult,
     PairedResult,
@@ -176,8 +176,9 @@ def compare(
         Fold scores per network, ``J = n_folds * n_repeats >= 2``, the same folds in the same
         order for every network.
     metric : str, default "accuracy"
-        Name of the metric the scores measure. Names in :data:`calipers.metrics.METRICS` set
-        the direction and the display (accuracy and ECE in percentage points).
+        Name of the metric the scores measure. Names in
+        :data:`calipers.evaluation.metrics.METRICS` set the direction and the display (accuracy and
+        ECE in percentage points).
     higher_is_better : bool or None, default None
         Direction of the metric; None takes it from ``METRICS`` (required for other metrics;
         a value contradicting ``METRICS`` raises).

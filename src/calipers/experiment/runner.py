@@ -6,18 +6,24 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from calipers.batched_cv import SearchSettings, batched_reason, cross_validate_batched
+from calipers.batched.cv import SearchSettings, batched_reason, cross_validate_batched
 from calipers.config import ExperimentConfig, parse_config
-from calipers.cv import CVProgress, CVResult, NetworkSpec, _check_networks, cross_validate
 from calipers.data import load_dataset
-from calipers.determinism import deterministic
-from calipers.env import fingerprint
+from calipers.evaluation.cv import (
+    CVProgress,
+    CVResult,
+    NetworkSpec,
+    _check_networks,
+    cross_validate,
+)
+from calipers.evaluation.folds import make_folds
+from calipers.evaluation.splits import read_splits
+from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
-from calipers.folds import make_folds
+from calipers.experiment.summary import RunSummary, summarize, write_summary
+from calipers.repro.determinism import deterministic
+from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
-from calipers.splits import read_splits
-from calipers.summary import RunSummary, summarize, write_summary
-from calipers.train import TrainOptions
 
 __all__ = ["ExperimentResult", "demo_config", "run_experiment"]
 
@@ -87,7 +93,7 @@ def run_experiment(
 
     Resumable: rerunning with the same configuration and folder finishes missing folds only.
     MLP networks (and every network of a ``[search]``) are trained with all their
-    splits stacked (:func:`calipers.batched_cv.cross_validate_batched`; ``[train] batched =
+    splits stacked (:func:`calipers.batched.cv.cross_validate_batched`; ``[train] batched =
     false`` trains them one by one, same numbers); other networks fold by fold.
     Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results, ``metrics.csv``,
     ``summary.json`` and (``report=True``) ``report.html`` — every file atomically.

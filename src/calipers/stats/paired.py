@@ -2,7 +2,7 @@
 
 Scores come per fold: ``J = n_folds * n_repeats`` values per network, where value ``j`` of every
 network was measured on the same test fold ``j``. Differences are always ``B - A`` (the second
-network minus the first), in the metric's units. :mod:`calipers.compare` builds the verdict on
+network minus the first), in the metric's units. :mod:`calipers.stats.compare` builds the verdict on
 these tests.
 
 # NOTE [Corrected resampled t]

@@ -197,7 +197,7 @@ def deterministic(seed: int, *, enabled: bool = True,
 
     Examples
     --------
-    >>> from calipers.determinism import deterministic
+    >>> from calipers.repro.determinism import deterministic
     >>> with deterministic(0) as flags:
     ...     a = torch.rand(3)
     >>> with deterministic(0):

@@ -54,8 +54,8 @@ def env(
     Examples: calipers env --json;  calipers env --export docker --out Dockerfile;
     calipers env --from runs/demo --export apptainer --out calipers.def
     """
-    from calipers.env import fingerprint, load_env
-    from calipers.export import export_environment
+    from calipers.repro.env import fingerprint, load_env
+    from calipers.repro.export import export_environment
     from calipers.runs import atomic_write_text
 
     with _user_errors():
@@ -148,7 +148,7 @@ def repro(
 
     Example: calipers repro runs/exp-laptop runs/exp-cluster --metric-atol 1e-6 --proba-atol 1e-5
     """
-    from calipers.repro import compare_runs_repro
+    from calipers.experiment.agreement import compare_runs_repro
     from calipers.runs import atomic_write_json
 
     with _user_errors():

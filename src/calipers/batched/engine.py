@@ -63,7 +63,7 @@ import torch
 from calipers._checks import _check_finite
 from calipers._device import resolve_device
 from calipers._seeds import child_seed, torch_generator
-from calipers.train import ProgressFn, TrainOptions
+from calipers.evaluation.train import ProgressFn, TrainOptions
 
 __all__ = ["MCTask", "MLPArch", "Member", "MemberFit", "MemberMC", "MemberProba", "fit_members",
            "init_weights", "mc_members"]

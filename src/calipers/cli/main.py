@@ -14,9 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from calipers._cli_permute import permute
-from calipers._cli_predict import predict
-from calipers._cli_repro import env, repro
+from calipers.cli.permute import permute
+from calipers.cli.predict import predict
+from calipers.cli.repro import env, repro
 
 __all__ = ["app", "main"]
 
@@ -40,7 +40,8 @@ def _user_errors():
 
 
 class _RichCVProgress:
-    """Rich progress bars for :func:`calipers.cv.cross_validate`: folds overall, epochs per fold."""
+    """Rich progress bars for :func:`~calipers.evaluation.cv.cross_validate`: folds overall,
+    epochs per fold."""
 
     def __init__(self, progress: Progress, n_total: int) -> None:
         self.p = progress
@@ -67,7 +68,7 @@ class _RichCVProgress:
 def _render_summary(summary) -> None:
     d = summary.to_dict()
     metric = d["metric"]
-    from calipers.metrics import METRICS
+    from calipers.evaluation.metrics import METRICS
 
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
     table.add_column("network")
@@ -103,7 +104,7 @@ def _with_determinism(config, on: bool):
 
 
 def _run(config, out: Path, report: bool = True):
-    from calipers.experiment import run_experiment
+    from calipers.experiment.runner import run_experiment
 
     n = len(config.networks) * config.cv.folds * config.cv.repeats
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -125,7 +126,7 @@ def demo(
 
     Example: calipers demo --out runs/demo
     """
-    from calipers.experiment import demo_config
+    from calipers.experiment.runner import demo_config
 
     with _user_errors():
         _run(_with_determinism(demo_config(quick=quick), deterministic), out)
@@ -164,7 +165,7 @@ def compare_command(
 
     Example: calipers compare runs/demo --a A --b B --metric nll
     """
-    from calipers.summary import compare_runs
+    from calipers.experiment.summary import compare_runs
 
     with _user_errors():
         summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha)

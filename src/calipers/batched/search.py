@@ -6,7 +6,7 @@ network per grid point is trained on the fit set and scored on the validation se
 likelihood, or MC RMSE); the best point is refitted on the whole training split and scored on the
 test split. Choices are made per split and never shared. The test indices of split j are read
 only in the last step. All networks of a phase (splits × grid points, then the refits) are trained
-at once by :func:`calipers.batched.fit_members`.
+at once by :func:`calipers.batched.engine.fit_members`.
 
 # NOTE [Weight decay from tau]
 The paper's Keras model adds ``λ·‖W‖²`` to the loss of every weight matrix (not the biases),
@@ -26,9 +26,17 @@ import numpy as np
 
 from calipers._checks import _check_finite, _check_positive_int, _look_up_option
 from calipers._seeds import child_seed
-from calipers.batched import MCTask, Member, MemberFit, MemberMC, MLPArch, fit_members, mc_members
-from calipers.folds import Folds
-from calipers.train import ProgressFn, TrainOptions
+from calipers.batched.engine import (
+    MCTask,
+    Member,
+    MemberFit,
+    MemberMC,
+    MLPArch,
+    fit_members,
+    mc_members,
+)
+from calipers.evaluation.folds import Folds
+from calipers.evaluation.train import ProgressFn, TrainOptions
 
 __all__ = ["SearchOptions", "SearchResult", "grid_points", "inner_split", "l2_from_tau",
            "search_regression"]
@@ -210,8 +218,8 @@ def search_regression(X: np.ndarray, y: np.ndarray, folds: Folds, *,
     y : array of shape (n,)
         Targets in original units (scores are reported in these units).
     folds : Folds
-        Outer splits, e.g. from :func:`calipers.splits.read_splits` (index order matters: the
-        validation set is the tail of each training index list).
+        Outer splits, e.g. from :func:`calipers.evaluation.splits.read_splits` (index order
+        matters: the validation set is the tail of each training index list).
     options : SearchOptions
     progress : callable(phase) -> callable(epoch, n_epochs, loss), optional
         Called at the start of each training phase (``"search"``, ``"refit"``); the callable it

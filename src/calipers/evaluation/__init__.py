@@ -1,0 +1,1 @@
+"""Folds, predefined splits, the fold task, training one network, and the metrics."""

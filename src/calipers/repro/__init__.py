@@ -1,0 +1,2 @@
+"""Reproducibility: the environment fingerprint, exports (conda, pip, Docker, Apptainer) and
+deterministic settings."""
