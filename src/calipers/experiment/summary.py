@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from calipers._checks import _look_up_option
-from calipers.evaluation.cv import CVResult, _load_fold
+from calipers.evaluation.cv import CVResult, load_fold
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import METRICS
 from calipers.exceptions import FoldMismatchError
@@ -159,7 +159,7 @@ def load_cv_result(run_dir: str | Path) -> CVResult:
                 f"{run_dir}: network {name!r} has unfinished folds {missing}; rerun "
                 f"`calipers cv {run_dir / 'config.toml'} --out {run_dir}` to finish them."
             )
-        results[name] = tuple(_load_fold(run_dir, name, j) for j in range(len(folds)))
+        results[name] = tuple(load_fold(run_dir, name, j) for j in range(len(folds)))
     return CVResult(folds, task, results)
 
 
