@@ -83,8 +83,13 @@ def _render_summary(summary) -> None:
             s = per[m]
             k = 100 if m in METRICS and METRICS[m].percent_points else 1
             unit = "%" if k == 100 else ""
-            cells.append(f"{k * s['mean']:.2f}{unit} ± {k * s['std']:.2f} "
-                         f"[{k * s['ci_low']:.2f}, {k * s['ci_high']:.2f}]")
+
+            def num(key: str, s=s, k=k) -> str:  # None: undefined on too many folds
+                return "—" if s.get(key) is None else f"{k * s[key]:.2f}"
+
+            used = s.get("n_folds", d["n_splits"])
+            cells.append(f"{num('mean')}{unit} ± {num('std')} [{num('ci_low')}, {num('ci_high')}]"
+                         + (f" ({used}/{d['n_splits']} folds)" if used != d["n_splits"] else ""))
         table.add_row(name, *cells)
     console.print(table)
     if "sentence" in d:

@@ -116,9 +116,9 @@ def run_segmentation_fold(spec: FoldSpec, data: SegmentationData, *,
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     undefined = {}
     if not np.isfinite(metrics["entropy_auroc"]):  # NOTE [Undefined metrics] in evaluation/cv.py
-        undefined["entropy_auroc"] = ("no wrong voxel in the test volumes"
-                                      if metrics["voxel_error"] == 0 else
-                                      "every voxel of the test volumes is wrong")
+        undefined["entropy_auroc"] = {0.0: "no wrong voxel in the test volumes",
+                                      1.0: "every voxel of the test volumes is wrong"}.get(
+            metrics["voxel_error"], "the entropy AUROC is not finite")
     return FoldResult(spec.network, spec.split, metrics, pred, fitted.losses, fitted.seconds,
                       False, state, undefined)
 
