@@ -31,10 +31,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 @contextmanager
 def _user_errors():
-    """Show expected errors (bad input) as one message and exit 2, without a traceback."""
+    """Show expected errors (bad input) as one message and exit 2, without a traceback.
+
+    Bad configurations and data raise ValueError subclasses (``calipers.exceptions``); a
+    KeyError or TypeError is a bug and keeps its traceback."""
     try:
         yield
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 

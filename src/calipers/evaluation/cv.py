@@ -23,6 +23,7 @@ from calipers.data import Dataset
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
 from calipers.evaluation.train import TrainOptions, fit
+from calipers.exceptions import DataError
 from calipers.models import build_network
 from calipers.runs import atomic_path, atomic_write_json, fold_dir, read_json, save_npz
 from calipers.uncertainty.mc import mc_predict
@@ -192,9 +193,13 @@ def load_fold(run_dir: str | Path, network: str, split: int) -> FoldResult:
     info = read_json(d / "metrics.json")
     with np.load(d / "predictions.npz", allow_pickle=False) as npz:
         pred = {k: npz[k] for k in npz.files}
-    metrics = {k: (float("nan") if v is None else v) for k, v in info["metrics"].items()}
-    return FoldResult(network, split, metrics, pred, tuple(info["losses"]),
-                      float(info["seconds"]), True, undefined=info.get("undefined", {}))
+    try:
+        metrics = {k: (float("nan") if v is None else v) for k, v in info["metrics"].items()}
+        return FoldResult(network, split, metrics, pred, tuple(info["losses"]),
+                          float(info["seconds"]), True, undefined=info.get("undefined", {}))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{d / 'metrics.json'} lacks {exc} or is not in the layout calipers "
+                        "writes; delete the fold folder and rerun to recompute it.") from exc
 
 
 def fold_task(
