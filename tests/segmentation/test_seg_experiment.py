@@ -143,3 +143,11 @@ def test_undefined_metric_run_completes_and_reports(png_set, tmp_path, monkeypat
     assert res.summary.comparison.pairs[0].df == 1  # the paired test saw 2 folds
     csv_row = (tmp_path / "run/metrics.csv").read_text().splitlines()[1]
     assert ",nan," in csv_row or csv_row.endswith(",nan")
+    from typer.testing import CliRunner
+
+    from calipers.cli import app
+
+    shown = CliRunner().invoke(app, ["compare", str(tmp_path / "run"), "--metric",
+                                     "entropy_auroc"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "(2/3 folds)" in shown.output and "Based on 2 of 3 folds" in shown.output

@@ -121,8 +121,10 @@ def plan_tasks(
                                   run_dir=run_dir, progress=progress)]
 
 
-def _plan(data, networks, folds, *, options, n_mc, tau, seed, stack, search, batched, run_dir,
-          progress) -> list[_Planned]:
+def _plan(data: Any, networks: Mapping[str, NetworkSpec], folds: Folds, *,
+          options: TrainOptions, n_mc: int, tau: float | None, seed: int, stack: bool,
+          search: SearchSettings | None, batched: bool, run_dir: Path | None,
+          progress: CVProgress | None) -> list[_Planned]:
     runner = RUNNERS[data.task]
     stacked = [n for n, s in networks.items()
                if stack and runner.stackable and batched_reason(s, data) is None]
