@@ -126,6 +126,8 @@ def test_undefined_metric_run_completes_and_reports(png_set, tmp_path, monkeypat
     })
     res = run_experiment(cfg, tmp_path / "run", report=True)
     assert res.report is not None and res.report.is_file()
+    html = res.report.read_text()
+    assert "<td>2 of 3</td>" in html and "Based on 2 of 3 folds" in html
     saved = json.loads((tmp_path / "run/A/fold-00/metrics.json").read_text())
     assert saved["metrics"]["entropy_auroc"] is None
     assert 0 < saved["metrics"]["voxel_error"] < 1  # so the reason is the generic one

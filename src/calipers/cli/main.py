@@ -43,7 +43,7 @@ def _user_errors():
 
 
 class _RichCVProgress:
-    """Rich progress bars for :func:`~calipers.evaluation.cv.cross_validate`: folds overall,
+    """Rich progress bars for :func:`~calipers.experiment.engine.cross_validate`: folds overall,
     epochs per fold."""
 
     def __init__(self, progress: Progress, n_total: int) -> None:
