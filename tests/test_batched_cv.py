@@ -12,7 +12,7 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
 import calipers.batched.cv as bcv
-from calipers.batched.cv import SearchSettings, batched_reason, cross_validate_batched
+from calipers.batched.cv import SearchSettings, batched_reason
 from calipers.config import parse_config
 from calipers.data import load_dataset, make_dataset
 from calipers.evaluation.cv import NetworkSpec
@@ -20,6 +20,7 @@ from calipers.evaluation.folds import make_folds
 from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
+from calipers.experiment.engine import cross_validate_batched
 from calipers.experiment.runner import run_experiment
 from calipers.models import MLP
 
@@ -109,7 +110,7 @@ def test_batched_reason(reg, blobs):
 
 
 def test_classification_is_batched_with_the_keys_of_fold_by_fold(blobs):
-    from calipers.evaluation.cv import cross_validate
+    from calipers.experiment.engine import cross_validate
 
     cls = make_dataset(*blobs, task="classification")
     folds = make_folds(cls.y, n_folds=3, seed=1)

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from calipers.data import make_dataset
-from calipers.evaluation.cv import NetworkSpec, cross_validate
+from calipers.evaluation.cv import NetworkSpec
 from calipers.evaluation.folds import make_folds
 from calipers.evaluation.train import TrainOptions
+from calipers.experiment.engine import cross_validate
 from calipers.experiment.summary import compare_runs, load_cv_result, summarize, write_summary
 
 OPTS = TrainOptions(epochs=3, batch_size=16, lr=5e-3, device="cpu")
@@ -103,7 +104,7 @@ def test_regression_reports_original_units(rng):
 
 def test_tau_is_in_target_units_in_both_engines(rng):
     """Fold-by-fold and stacked training add the same noise variance 1/tau (original units)."""
-    from calipers.batched.cv import cross_validate_batched
+    from calipers.experiment.engine import cross_validate_batched
 
     X = rng.normal(size=(45, 3))
     y = 100 * X[:, 0] + rng.normal(size=45)                   # y std ≈ 100

@@ -300,3 +300,19 @@ def test_env_json_and_errors(tmp_path):
     assert res.exit_code == 2 and "--out needs --export" in res.output
     res = runner.invoke(app, ["env", "--from", str(tmp_path), "--export", "pip"])
     assert res.exit_code == 2 and "env.json does not exist" in res.output
+
+
+def test_an_undefined_metric_in_one_run_is_a_difference(runs, tmp_path):
+    """NaN must not slip through max(): defined in A, undefined (null) in B is infinitely
+    different; undefined in both agrees."""
+    d = _copy(runs["a"], tmp_path)
+    path = d / "A" / "fold-01" / "metrics.json"
+    info = json.loads(path.read_text())
+    info["metrics"]["nll"] = None
+    info["undefined"] = {"nll": "test"}
+    path.write_text(json.dumps(info))
+    report = compare_runs_repro(runs["a"], d)
+    nll = next(m for m in report.metrics if m.metric == "nll")
+    assert nll.diffs[0] == 0.0 and np.isinf(nll.diffs[1])
+    assert nll.max_abs_diff == np.inf and not report.ok
+    assert compare_runs_repro(d, d).ok  # NaN in both runs: they agree

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "CVResult": "calipers.evaluation.cv",
     "NetworkSpec": "calipers.evaluation.cv",
-    "cross_validate": "calipers.evaluation.cv",
+    "cross_validate": "calipers.experiment.engine",
     "Dataset": "calipers.data",
     "load_dataset": "calipers.data",
     "make_dataset": "calipers.data",

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import inspect
+import os
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
+from calipers.exceptions import CalipersWarning
+
 __all__: list[str] = []
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_CONTEXTLIB = os.path.abspath(contextlib.__file__)  # a ``with calipers_cm():`` passes through it
+
+
+def _internal(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE_DIR) or path == _CONTEXTLIB
+
+
+def warn_user(message: str, category: type[Warning] = CalipersWarning) -> None:
+    """Issue a warning attributed to the user's line: the first frame outside calipers (and
+    ``contextlib``), as nilearn's ``find_stack_level`` computes ``stacklevel``."""
+    frame = inspect.currentframe()  # this function: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_back is not None and _internal(
+            frame.f_code.co_filename):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _look_up_option(value: str, choices: Iterable[str], *, what: str) -> str:

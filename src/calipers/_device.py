@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from calipers.exceptions import CalipersWarning
+from calipers._checks import warn_user
 
 __all__ = ["resolve_device"]
 
@@ -15,7 +13,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto" | "cpu" | "cuda" | "cuda:i" | torch.device`` into a ``torch.device``.
 
     ``"auto"`` picks CUDA when available, else the CPU. Asking for CUDA on a machine without it
-    falls back to the CPU with a :class:`CalipersWarning` (the numbers are the same, only slower).
+    falls back to the CPU with a :class:`CalipersWarning`: the run goes on, slower, and its
+    numbers are those of a CPU run — close to, but not bit-identical with, what the GPU would
+    give (other kernels and random streams). Pass ``device="cpu"`` to ask for the CPU.
     """
     if isinstance(device, torch.device):
         dev = device
@@ -31,11 +31,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             ) from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            warnings.warn(
-                f"device {str(dev)!r} was asked for but CUDA is not available; using the CPU.",
-                CalipersWarning,
-                stacklevel=3,
-            )
+            warn_user(f"device {str(dev)!r} was asked for but CUDA is not available; using the "
+                      "CPU (slower; numbers as on a CPU, not bit-identical with a GPU run). Set "
+                      "device = 'cpu' to silence this.")
             return torch.device("cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(

@@ -39,9 +39,21 @@ def seeded_torch(seed: int, device: torch.device | str = "cpu") -> Iterator[None
     """Seed torch's global RNGs inside the block and restore their state afterwards.
 
     For modules such as ``nn.Dropout`` that draw from the global generator and take none.
+    Seeds (and restores) the CPU generator and, for a CUDA ``device``, the generator of that
+    device — ``"cuda"`` without an index meaning the current one, where torch runs it — and
+    leaves every other GPU's generator alone.
     """
-    dev = torch.device(device)
-    devices = [dev.index or 0] if dev.type == "cuda" else []
+    devices = _rng_devices(torch.device(device))
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
+        torch.random.default_generator.manual_seed(int(seed))
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(int(seed))
         yield
+
+
+def _rng_devices(dev: torch.device) -> list[int]:
+    """The CUDA device indices whose generator a computation on ``dev`` draws from."""
+    if dev.type != "cuda":
+        return []
+    return [dev.index if dev.index is not None else torch.cuda.current_device()]

@@ -96,3 +96,60 @@ def test_contiguous_and_predefined_folds(png_set, tmp_path):
     cfg = parse_config({**base, "cv": {"splits": str(splits)}})
     res = run_experiment(cfg, tmp_path / "given", report=False)
     assert [f.tolist() for f in res.cv.folds.test] == [[0, 1], [2, 3]]
+
+
+def test_undefined_metric_run_completes_and_reports(png_set, tmp_path, monkeypatch):
+    """NOTE [Undefined metrics]: a fold whose test volumes have no wrong voxel has no entropy
+    AUROC; the run still finishes, stores null with the reason, summarises the folds where the
+    metric is defined and says the comparison is based on fewer folds."""
+    import json
+    import math
+
+    import calipers.segmentation.experiment as seg
+
+    calls = {"n": 0}
+    real = seg.uncertainty_auroc
+
+    def first_fold_undefined(wrong, score):
+        calls["n"] += 1
+        if calls["n"] == 1:  # network A, fold 0: as if every voxel were right
+            return float("nan")
+        return real(wrong, score)
+
+    monkeypatch.setattr(seg, "uncertainty_auroc", first_fold_undefined)
+    net = {"model": "calipers.models:UNet", "args": {"channels": [4, 8], "dropout": 0.1}}
+    cfg = parse_config({
+        "data": {"kind": "png", "path": str(png_set), "task": "segmentation"},
+        "cv": {"folds": 3, "seed": 0}, "train": {"epochs": 1, "batch_size": 2, "device": "cpu"},
+        "mc": {"samples": 2}, "compare": {"metric": "entropy_auroc"},
+        "networks": {"A": net, "B": {**net, "args": {"channels": [4, 8], "dropout": 0.2}}},
+    })
+    res = run_experiment(cfg, tmp_path / "run", report=True)
+    assert res.report is not None and res.report.is_file()
+    html = res.report.read_text()
+    assert "<td>2 of 3</td>" in html and "Based on 2 of 3 folds" in html
+    saved = json.loads((tmp_path / "run/A/fold-00/metrics.json").read_text())
+    assert saved["metrics"]["entropy_auroc"] is None
+    assert 0 < saved["metrics"]["voxel_error"] < 1  # so the reason is the generic one
+    assert saved["undefined"] == {"entropy_auroc": "the entropy AUROC is not finite"}
+    assert "undefined" not in json.loads((tmp_path / "run/A/fold-01/metrics.json").read_text())
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    a = summary["networks"]["A"]["entropy_auroc"]
+    assert a["n_folds"] == 2 and a["folds"][0] is None
+    assert math.isclose(a["mean"], (a["folds"][1] + a["folds"][2]) / 2)
+    assert summary["networks"]["B"]["entropy_auroc"]["n_folds"] == 3
+    assert summary["networks"]["A"]["mean_dice"]["n_folds"] == 3
+    assert summary["comparison"]["sentence"].startswith("Based on 2 of 3 folds: entropy_auroc is "
+                                                        "undefined on the others (the "
+                                                        "entropy AUROC is not finite).")
+    assert res.summary.comparison.pairs[0].df == 1  # the paired test saw 2 folds
+    csv_row = (tmp_path / "run/metrics.csv").read_text().splitlines()[1]
+    assert ",nan," in csv_row or csv_row.endswith(",nan")
+    from typer.testing import CliRunner
+
+    from calipers.cli import app
+
+    shown = CliRunner().invoke(app, ["compare", str(tmp_path / "run"), "--metric",
+                                     "entropy_auroc"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "(2/3 folds)" in shown.output and "Based on 2 of 3 folds" in shown.output

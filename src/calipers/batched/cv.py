@@ -1,11 +1,13 @@
-"""Cross-validation of MLP networks with every split trained at once.
+"""The stacked task: every split of an MLP network trained at once.
 
-:func:`calipers.evaluation.cv.cross_validate` trains one fold after another. For a small fully
-connected regression network that leaves the hardware idle, so :func:`cross_validate_batched`
-trains all splits of a network (and, with a grid search, all splits × grid points, then the
-refits) as one stacked model (:mod:`~calipers.batched.engine`). :func:`run_experiment` uses it
-automatically for every network it fits (:func:`batched_reason` says why not otherwise); ``[train]
-batched = false`` trains the same members one by one, with the same numbers.
+:func:`calipers.evaluation.cv.run_fold` trains one fold after another. For a small fully
+connected network that leaves the hardware idle, so :func:`stacked_task` trains all splits of a
+network (and, with a grid search, all splits × grid points, then the refits) as one stacked model
+(:mod:`~calipers.batched.engine`): one task of the experiment engine
+(:func:`calipers.experiment.engine.cross_validate` with ``stack=True``), which
+:func:`~calipers.experiment.runner.run_experiment` uses for every network it fits
+(:func:`batched_reason` says why not otherwise); ``[train] batched = false`` trains the same
+members one by one, with the same numbers.
 
 Each split j of network ``name`` is the member seeded ``child_seed(seed, "batched", name, j)``
 (with a search: ``child_seed(seed, "search", name)`` for
@@ -18,7 +20,6 @@ mean probabilities, entropy and mutual information), without ``[search]``.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,21 +42,18 @@ from calipers.batched.search import SearchOptions, search_regression
 from calipers.data import Dataset
 from calipers.evaluation.cv import (
     CVProgress,
-    CVResult,
     FoldResult,
     FoldSpec,
     NetworkSpec,
-    _load_fold,
-    _save_fold,
     _standardize,
+    save_fold,
 )
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
 from calipers.evaluation.train import ProgressFn, TrainOptions
 from calipers.models.loading import resolve_callable
-from calipers.runs import fold_done
 
-__all__ = ["SearchSettings", "batched_reason", "cross_validate_batched"]
+__all__ = ["SearchSettings", "batched_reason", "stacked_task"]
 
 _MLP_ARGS = ("hidden", "dropout", "input_dropout")
 
@@ -90,11 +88,7 @@ def batched_reason(spec: NetworkSpec, data: Dataset) -> str | None:
     """
     if data.task not in ("classification", "regression"):
         return f"task is {data.task!r} (the engine trains classification and regression MLPs)"
-    try:
-        fn = resolve_callable(spec.model)
-    except Exception:  # the fold-by-fold path reports the real error
-        return "its model could not be resolved"
-    if fn is not _mlp():
+    if resolve_callable(spec.model) is not _mlp():  # a bad model name raises ValueError
         return f"{spec.describe()} is not calipers.models:MLP"
     extra = sorted(set(spec.args) - set(_MLP_ARGS))
     if extra:
@@ -197,73 +191,51 @@ def _searched(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options
                                                             res.chosen, strict=True))]
 
 
-def cross_validate_batched(
+def stacked_task(
+    name: str,
+    spec: NetworkSpec,
     data: Dataset,
-    networks: Mapping[str, NetworkSpec],
     folds: Folds,
     *,
-    options: TrainOptions | None = None,
-    n_mc: int = 30,
-    tau: float | None = None,
-    seed: int = 0,
+    options: TrainOptions,
+    n_mc: int,
+    tau: float | None,
+    seed: int,
     search: SearchSettings | None = None,
     batched: bool = True,
     run_dir: str | Path | None = None,
+    todo: tuple[int, ...] | None = None,
     progress: CVProgress | None = None,
-) -> CVResult:
-    """Cross-validate MLP networks, all splits of a network trained at once.
+) -> tuple[FoldResult, ...]:
+    """The engine's task for network ``name``: train every split of ``folds`` at once and save
+    the splits ``todo`` (default: all) into ``run_dir``, in increasing order, each fold's
+    ``metrics.json`` last — so the last one written marks the task as done.
 
-    Same contract as :func:`calipers.evaluation.cv.cross_validate` (identical folds,
-    out-of-fold MC-dropout predictions in original units, resume from ``run_dir``), restricted to
-    networks for which :func:`batched_reason` is ``None``. Inputs and targets are standardised with
-    each split's training rows; ``options.weight_decay`` is Adam's coupled decay on all parameters.
-
-    With ``search``, dropout and tau are chosen per split on an inner split
+    Inputs and targets are standardised with each split's training rows;
+    ``options.weight_decay`` is Adam's coupled decay on all parameters. With ``search``, dropout
+    and tau are chosen per split on an inner split
     (:func:`calipers.batched.search.search_regression`); weight decay then follows from tau
     (NOTE [Weight decay from tau]) and each fold's metrics record ``chosen_dropout`` and
     ``chosen_tau``. Metrics: ``rmse`` (of the MC mean), ``gaussian_nll`` (when every predictive
     variance is positive), ``log_likelihood`` (the paper's MC estimate; needs tau and
-    ``n_mc >= 1``), ``rmse_weight_scaling`` (dropout off).
+    ``n_mc >= 1``), ``rmse_weight_scaling`` (dropout off). Returns one result per split.
 
-    A network is resumed as a whole: if any of its splits is missing from ``run_dir``, all of
-    them are trained again (the same numbers, to float tolerance) and the missing ones saved;
-    the result holds the saved folds as they are on disk.
+    A network is resumed as a whole: if any of its splits is missing, all of them are trained
+    again (the same numbers, to float tolerance) and only the missing ones saved.
     """
-    options = options or TrainOptions()
-    for name, spec in networks.items():
-        why = batched_reason(spec, data)
-        if why is not None:
-            raise ValueError(f"network {name!r} cannot be trained batched: {why}. "
-                             "Cross-validate it with calipers.evaluation.cv.cross_validate.")
-    if folds.n_samples != data.n_samples:
-        raise ValueError(f"folds index {folds.n_samples} samples; the data set has "
-                         f"{data.n_samples}.")
-    run_path = Path(run_dir) if run_dir is not None else None
-    t0 = time.perf_counter()
-    results: dict[str, tuple[FoldResult, ...]] = {}
-    for name, spec in networks.items():
-        done = [run_path is not None and fold_done(run_path, name, j) for j in range(len(folds))]
-        fresh = None if all(done) else _train_network(name, spec, data, folds, options, n_mc,
-                                                      tau, seed, search, batched, progress)
-        kept = []
-        for j in range(len(folds)):
-            if done[j]:  # saved folds win: the run folder stays the single truth
-                kept.append(_load_fold(run_path, name, j))  # type: ignore[arg-type]
-                continue
-            res = fresh[j]  # type: ignore[index]
-            if run_path is not None:
-                _save_fold(run_path, res, FoldSpec(name, spec, j, folds.train[j], folds.test[j],
-                                                   seed, options, n_mc, tau))
-            kept.append(res)
-        results[name] = tuple(kept)
-        if progress is not None:
-            for res in results[name]:
-                progress.fold_end(res)
-    return CVResult(folds, data.task, results, time.perf_counter() - t0)
+    fresh = _train_network(name, spec, data, folds, options, n_mc, tau, seed, search, batched,
+                           progress)
+    if run_dir is not None:
+        for j in sorted(range(len(folds)) if todo is None else todo):
+            save_fold(run_dir, fresh[j], FoldSpec(name, spec, j, folds.train[j], folds.test[j],
+                                                  seed, options, n_mc, tau))
+    return tuple(fresh)
 
 
-def _train_network(name, spec, data, folds, options, n_mc, tau, seed, search, batched,
-                   progress) -> list[FoldResult]:
+def _train_network(name: str, spec: NetworkSpec, data: Dataset, folds: Folds,
+                   options: TrainOptions, n_mc: int, tau: float | None, seed: int,
+                   search: SearchSettings | None, batched: bool,
+                   progress: CVProgress | None) -> list[FoldResult]:
     def phase(label: str) -> ProgressFn | None:
         if progress is None:
             return None

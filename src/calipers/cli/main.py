@@ -31,16 +31,19 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 @contextmanager
 def _user_errors():
-    """Show expected errors (bad input) as one message and exit 2, without a traceback."""
+    """Show expected errors (bad input) as one message and exit 2, without a traceback.
+
+    Bad configurations and data raise ValueError subclasses (``calipers.exceptions``); a
+    KeyError or TypeError is a bug and keeps its traceback."""
     try:
         yield
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
 class _RichCVProgress:
-    """Rich progress bars for :func:`~calipers.evaluation.cv.cross_validate`: folds overall,
+    """Rich progress bars for :func:`~calipers.experiment.engine.cross_validate`: folds overall,
     epochs per fold."""
 
     def __init__(self, progress: Progress, n_total: int) -> None:
@@ -83,8 +86,13 @@ def _render_summary(summary) -> None:
             s = per[m]
             k = 100 if m in METRICS and METRICS[m].percent_points else 1
             unit = "%" if k == 100 else ""
-            cells.append(f"{k * s['mean']:.2f}{unit} ± {k * s['std']:.2f} "
-                         f"[{k * s['ci_low']:.2f}, {k * s['ci_high']:.2f}]")
+
+            def num(key: str, s=s, k=k) -> str:  # None: undefined on too many folds
+                return "—" if s.get(key) is None else f"{k * s[key]:.2f}"
+
+            used = s.get("n_folds", d["n_splits"])
+            cells.append(f"{num('mean')}{unit} ± {num('std')} [{num('ci_low')}, {num('ci_high')}]"
+                         + (f" ({used}/{d['n_splits']} folds)" if used != d["n_splits"] else ""))
         table.add_row(name, *cells)
     console.print(table)
     if "sentence" in d:

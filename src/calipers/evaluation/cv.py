@@ -1,13 +1,15 @@
-"""Cross-validation of PyTorch networks on identical folds, with MC dropout and resume.
+"""One fold of cross-validation: train a fresh PyTorch network, predict with MC dropout, save.
 
 A fold of a network is one task (:func:`run_fold`): a pure function of the data, the fold's
 indices, the network spec and the seed (NOTE [Task seeds] in ``_seeds.py``), so rerunning an
 interrupted run finishes the missing folds and gives the same results as an uninterrupted run.
+:func:`fold_task` runs one and saves it (:func:`save_fold`, ``metrics.json`` last); the driver
+that plans, resumes and runs every fold is :func:`calipers.experiment.engine.cross_validate`.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +23,13 @@ from calipers.data import Dataset
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
 from calipers.evaluation.train import TrainOptions, fit
+from calipers.exceptions import DataError
 from calipers.models import build_network
-from calipers.runs import atomic_path, atomic_write_json, fold_dir, fold_done, read_json, save_npz
-from calipers.uncertainty.mc import has_dropout, mc_predict
+from calipers.runs import atomic_path, atomic_write_json, fold_dir, read_json, save_npz
+from calipers.uncertainty.mc import mc_predict
 
-__all__ = ["CVResult", "FoldResult", "FoldSpec", "NetworkSpec", "cross_validate", "run_fold"]
+__all__ = ["CVProgress", "CVResult", "FoldResult", "FoldSpec", "NetworkSpec", "fold_task",
+           "load_fold", "run_fold", "save_fold"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class FoldResult:
     seconds: float = 0.0
     resumed: bool = False
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    undefined: Mapping[str, str] = field(default_factory=dict)  # metric -> why it is NaN
 
 
 class CVProgress(Protocol):
@@ -136,7 +141,8 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
     else:
         mean = pred["mean"].reshape(len(y_te), -1) * y_sd + y_mu
         # tau is a precision in 1/(target units)², as in calipers.uncertainty.mc and the paper
-        var = pred["var"].reshape(len(y_te), -1) * y_sd**2 + (1.0 / spec.tau if spec.tau else 0.0)
+        noise = 1.0 / spec.tau if spec.tau is not None else 0.0  # tau > 0 (checked by config)
+        var = pred["var"].reshape(len(y_te), -1) * y_sd**2 + noise
         pred = {"mean": mean, "var": var}
         yt = y_te.reshape(len(y_te), -1)
         metrics = score_regression(yt, mean, var if np.all(var > 0) else None)
@@ -146,25 +152,76 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
                       False, state)
 
 
-def _save_fold(run_dir: Path, result: FoldResult, spec: FoldSpec) -> None:
+# NOTE [Undefined metrics]
+# A metric that is undefined on a fold (the AUROC of entropy when no test voxel is wrong) is
+# NaN in memory and ``null`` in ``metrics.json`` (valid JSON), with the reason under
+# ``"undefined"``. Summaries then use the folds where it is defined and say how many
+# (calipers.experiment.summary); a finished run never fails on it.
+
+
+def _undefined(result: FoldResult) -> dict[str, str]:
+    reasons = dict(result.undefined)
+    for k, v in result.metrics.items():
+        if not math.isfinite(float(v)) and k not in reasons:
+            reasons[k] = f"{k} is not finite on this fold ({float(v)})"
+    return reasons
+
+
+def save_fold(run_dir: str | Path, result: FoldResult, spec: FoldSpec) -> Path:
+    """Write a fold's ``predictions.npz``, ``model.pt`` and, last, ``metrics.json`` (its
+    marker; NOTE [Atomic writes] in ``runs.py``). Returns the path of ``metrics.json``."""
     d = fold_dir(run_dir, result.network, result.split)
     save_npz(d / "predictions.npz", result.predictions)
     with atomic_path(d / "model.pt") as tmp:
         torch.save(result.state_dict, tmp)
-    atomic_write_json(d / "metrics.json", {  # written last: marks the fold as done
+    undefined = _undefined(result)
+    info: dict[str, Any] = {
         "network": result.network, "split": result.split, "model": spec.spec.describe(),
-        "metrics": result.metrics, "losses": list(result.losses), "seconds": result.seconds,
+        "metrics": {k: (None if k in undefined and not math.isfinite(float(v)) else v)
+                    for k, v in result.metrics.items()},
+        "losses": list(result.losses), "seconds": result.seconds,
         "n_train": len(spec.train), "n_test": len(spec.test),
-    })
+    }
+    if undefined:
+        info["undefined"] = undefined
+    return atomic_write_json(d / "metrics.json", info)  # written last: marks the fold as done
 
 
-def _load_fold(run_dir: Path, network: str, split: int) -> FoldResult:
+def load_fold(run_dir: str | Path, network: str, split: int) -> FoldResult:
+    """Read a fold written by :func:`save_fold` (``resumed=True``; no weights)."""
     d = fold_dir(run_dir, network, split)
     info = read_json(d / "metrics.json")
     with np.load(d / "predictions.npz", allow_pickle=False) as npz:
         pred = {k: npz[k] for k in npz.files}
-    return FoldResult(network, split, info["metrics"], pred, tuple(info["losses"]),
-                      float(info["seconds"]), True)
+    try:
+        metrics = {k: (float("nan") if v is None else v) for k, v in info["metrics"].items()}
+        return FoldResult(network, split, metrics, pred, tuple(info["losses"]),
+                          float(info["seconds"]), True, undefined=info.get("undefined", {}))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{d / 'metrics.json'} lacks {exc} or is not in the layout calipers "
+                        "writes; delete the fold folder and rerun to recompute it.") from exc
+
+
+def fold_task(
+    fold_fn: Callable[..., FoldResult],
+    spec: FoldSpec,
+    data: Any,
+    *,
+    n_splits: int,
+    run_dir: str | Path | None = None,
+    progress: CVProgress | None = None,
+) -> FoldResult:
+    """The engine's task for one fold: ``fold_fn(spec, data, progress=...)`` (:func:`run_fold`,
+    or the segmentation fold), then :func:`save_fold` into ``run_dir`` when given.
+
+    ``progress`` (epoch bars) works in-process only; the engine passes it to serial runs.
+    """
+    if progress is not None:
+        progress.fold_start(spec.network, spec.split, n_splits, spec.options.epochs)
+    result = fold_fn(spec, data, progress=progress)
+    if run_dir is not None:
+        save_fold(run_dir, result, spec)
+    return result
 
 
 @dataclass(frozen=True)
@@ -187,65 +244,3 @@ class CVResult:
     def pooled(self, network: str, key: str) -> np.ndarray:
         """Out-of-fold predictions ``key`` of ``network`` concatenated over splits."""
         return np.concatenate([r.predictions[key] for r in self.results[network]])
-
-
-def _check_networks(networks: Mapping[str, NetworkSpec], data: Dataset, n_mc: int) -> None:
-    if not networks:
-        raise ValueError("no networks given; add at least one [networks.NAME] table.")
-    for name, spec in networks.items():
-        probe = build_network(spec.model, spec.args, input_shape=data.input_shape,
-                              n_outputs=data.n_outputs)
-        if n_mc > 0 and not has_dropout(probe):
-            raise ValueError(
-                f"network {name!r} ({spec.describe()}) has no dropout module, but MC dropout "
-                f"asks for {n_mc} samples. Add nn.Dropout(p) before its last layer (or pass "
-                f"dropout > 0 in args), or set [mc] samples = 0 to skip MC dropout."
-            )
-
-
-def cross_validate(
-    data: Dataset,
-    networks: Mapping[str, NetworkSpec],
-    folds: Folds,
-    *,
-    options: TrainOptions | None = None,
-    n_mc: int = 30,
-    tau: float | None = None,
-    seed: int = 0,
-    run_dir: str | Path | None = None,
-    progress: CVProgress | None = None,
-    fold_fn: Callable[..., FoldResult] | None = None,
-) -> CVResult:
-    """Train and evaluate every network on every split of ``folds`` (the same for all).
-
-    With ``run_dir``, each finished fold is saved (predictions, weights, metrics; atomically)
-    and folds already saved there are loaded instead of recomputed, so an interrupted run resumes.
-    ``fold_fn(spec, data, progress=...)`` is the fold task, :func:`run_fold` by default
-    (segmentation passes its own).
-    """
-    fold_fn = fold_fn or run_fold
-    if folds.n_samples != data.n_samples:
-        raise ValueError(f"folds index {folds.n_samples} samples; the data set has "
-                         f"{data.n_samples}.")
-    _check_networks(networks, data, n_mc)
-    options = options or TrainOptions()
-    run_path = Path(run_dir) if run_dir is not None else None
-    t0 = time.perf_counter()
-    results: dict[str, list[FoldResult]] = {name: [] for name in networks}
-    for name, net in networks.items():
-        for j, (tr, te) in enumerate(folds):
-            if run_path is not None and fold_done(run_path, name, j):
-                res = _load_fold(run_path, name, j)
-            else:
-                spec = FoldSpec(name, net, j, tr, te, seed, options, n_mc, tau)
-                if progress is not None:
-                    progress.fold_start(name, j, len(folds), options.epochs)
-                res = fold_fn(spec, data, progress=progress)
-                if run_path is not None:
-                    _save_fold(run_path, res, spec)
-            results[name].append(res)
-            if progress is not None:
-                progress.fold_end(res)
-    return CVResult(folds, data.task, {k: tuple(v) for k, v in results.items()},
-                    time.perf_counter() - t0)
-

@@ -12,7 +12,7 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
 from calipers._checks import _check_positive_int
 from calipers._seeds import child_seed
-from calipers.exceptions import FoldMismatchError
+from calipers.exceptions import DataError, FoldMismatchError
 
 __all__ = ["Folds", "check_cv", "make_folds"]
 
@@ -74,13 +74,18 @@ class Folds:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Folds:
         """Rebuild folds saved by :meth:`to_dict`, checking the stored hash."""
-        items = d["folds"]
-        folds = cls(
-            tuple(np.asarray(x["train"], dtype=np.int64) for x in items),
-            tuple(np.asarray(x["test"], dtype=np.int64) for x in items),
-            tuple(int(x["repeat"]) for x in items), tuple(int(x["fold"]) for x in items),
-            int(d["n_samples"]),
-        )
+        try:
+            items = d["folds"]
+            folds = cls(
+                tuple(np.asarray(x["train"], dtype=np.int64) for x in items),
+                tuple(np.asarray(x["test"], dtype=np.int64) for x in items),
+                tuple(int(x["repeat"]) for x in items), tuple(int(x["fold"]) for x in items),
+                int(d["n_samples"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"folds.json lacks {exc} or is not in the layout calipers writes "
+                            "(folds: [{repeat, fold, train, test}], n_samples); delete it and "
+                            "rerun the experiment.") from exc
         if "hash" in d and d["hash"] != folds.hash:
             raise FoldMismatchError(
                 f"folds.json is corrupt: its stored hash {d['hash'][:12]}… does not match its "

@@ -75,7 +75,9 @@ class MetricAgreement:
 
     @property
     def max_abs_diff(self) -> float:
-        return float(max((abs(d) for d in self.diffs), default=0.0))
+        """Largest ``|B − A|``; infinite where one run has the metric and the other has not
+        (NaN: NOTE [Undefined metrics]), 0 where both lack it."""
+        return float(np.max(np.abs(self.diffs), initial=0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"network": self.network, "metric": self.metric,
@@ -282,10 +284,20 @@ def _metric_agreement(a: CVResult, b: CVResult) -> tuple[MetricAgreement, ...]:
         if len(ra) != len(rb):
             continue
         for metric in (m for m in ra[0].metrics if m in rb[0].metrics):
-            diffs = tuple(float(y.metrics[metric]) - float(x.metrics[metric])
+            diffs = tuple(float(_abs_diff(np.float64(y.metrics[metric]),
+                                          np.float64(x.metrics[metric]), signed=True))
                           for x, y in zip(ra, rb, strict=True))
             out.append(MetricAgreement(name, metric, diffs))
     return tuple(out)
+
+
+def _abs_diff(a: np.ndarray, b: np.ndarray, *, signed: bool = False) -> np.ndarray:
+    """``|a − b|`` (``a − b`` if ``signed``) where NaN never hides a difference: 0 where both
+    are NaN (equally undefined), infinite where only one is."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    d = a - b if signed else np.abs(a - b)
+    both, one = np.isnan(a) & np.isnan(b), np.isnan(a) ^ np.isnan(b)
+    return np.where(both, 0.0, np.where(one, np.inf, d))
 
 
 def _pooled(cv: CVResult, name: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +326,7 @@ def _prediction_agreement(a: CVResult, b: CVResult, name: str) -> PredictionAgre
     keys, va, vb = got
     n = len(keys)
     rows_a, rows_b = va.reshape(n, -1), vb.reshape(n, -1)
-    diff = np.abs(rows_a.astype(np.float64) - rows_b.astype(np.float64))
+    diff = _abs_diff(rows_a, rows_b)
     identical = float(np.mean(np.all(rows_a == rows_b, axis=1))) if n else 1.0
     labels = var = None
     if a.task == "classification":
@@ -322,7 +334,7 @@ def _prediction_agreement(a: CVResult, b: CVResult, name: str) -> PredictionAgre
     else:
         got_var = _aligned(a, b, name, "var")
         if got_var is not None:
-            var = float(np.max(np.abs(got_var[1] - got_var[2]), initial=0.0))
+            var = float(np.max(_abs_diff(got_var[1], got_var[2]), initial=0.0))
     return PredictionAgreement(name, n, float(diff.max(initial=0.0)), identical, labels, var)
 
 

@@ -1,31 +1,37 @@
-"""Run a whole experiment from a configuration: data, folds, CV, summary, report."""
+"""Run a whole experiment from a configuration: data, folds, CV, summary, report.
+
+The task of ``[data]`` picks how data and folds are loaded (:data:`_SETUPS`) and how folds are
+trained (:data:`calipers.experiment.engine.RUNNERS`); everything else is shared.
+"""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from calipers.batched.cv import SearchSettings, batched_reason, cross_validate_batched
+import numpy as np
+
+from calipers.batched.cv import SearchSettings, batched_reason
 from calipers.config import ExperimentConfig, parse_config
 from calipers.data import load_dataset
-from calipers.evaluation.cv import (
-    CVProgress,
-    CVResult,
-    NetworkSpec,
-    _check_networks,
-    cross_validate,
-)
-from calipers.evaluation.folds import make_folds
+from calipers.evaluation.cv import CVProgress, CVResult, NetworkSpec
+from calipers.evaluation.folds import Folds, make_folds
 from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
+from calipers.experiment.engine import check_networks, cross_validate
 from calipers.experiment.summary import RunSummary, summarize, write_summary
+from calipers.experiment.tasks import Executor
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
+from calipers.segmentation.data import load_segmentation
+from calipers.segmentation.experiment import MULTIPLE, segmentation_info
 
-__all__ = ["ExperimentResult", "demo_config", "run_experiment"]
+__all__ = ["ExperimentResult", "demo_config", "finish_run", "run_experiment"]
 
 
 @dataclass(frozen=True)
@@ -82,27 +88,16 @@ def _check_resume(run_dir: Path, config_text: str, folds_hash: str) -> None:
                           "another --out or delete the folder.")
 
 
-def run_experiment(
-    config: ExperimentConfig,
-    run_dir: str | Path,
-    *,
-    progress: CVProgress | None = None,
-    report: bool = True,
-) -> ExperimentResult:
-    """Cross-validate every network of ``config`` on the same folds and write the run folder.
+@dataclass(frozen=True)
+class _Setup:
+    """Data, folds and task-specific run files (``{name: JSON object}``) of a configuration."""
 
-    Resumable: rerunning with the same configuration and folder finishes missing folds only.
-    MLP networks (and every network of a ``[search]``) are trained with all their
-    splits stacked (:func:`calipers.batched.cv.cross_validate_batched`; ``[train] batched =
-    false`` trains them one by one, same numbers); other networks fold by fold.
-    Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results, ``metrics.csv``,
-    ``summary.json`` and (``report=True``) ``report.html`` — every file atomically.
-    """
-    run_dir = Path(run_dir)
-    if config.data.task == "segmentation":
-        from calipers.segmentation.experiment import run_segmentation_experiment
+    data: Any
+    folds: Folds
+    files: dict[str, Any] = field(default_factory=dict)
 
-        return run_segmentation_experiment(config, run_dir, progress=progress, report=report)
+
+def _setup_table(config: ExperimentConfig) -> _Setup:
     d = config.data
     data = load_dataset(d.kind, path=d.path, task=d.task, target=d.target, group=d.group)
     if config.cv.splits is not None:
@@ -111,10 +106,56 @@ def run_experiment(
         folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
                            seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups,
                            shuffle=config.cv.shuffle)
+    return _Setup(data, folds)
+
+
+def _setup_segmentation(config: ExperimentConfig) -> _Setup:
+    data = load_segmentation(config.data.path, kind=config.data.kind, multiple=MULTIPLE)
+    if config.cv.splits is not None:
+        folds = read_splits(config.cv.splits, n_samples=data.n_samples)
+    else:
+        folds = make_folds(np.zeros(data.n_samples), n_folds=config.cv.folds,
+                           n_repeats=config.cv.repeats, seed=config.cv.seed, stratify=False,
+                           shuffle=config.cv.shuffle)
+    return _Setup(data, folds,
+                  {"segmentation.json": segmentation_info(data, n_mc=config.mc.samples)})
+
+
+#: How each ``[data] task`` loads its data and folds (the fold runners: engine.RUNNERS).
+_SETUPS: dict[str, Callable[[ExperimentConfig], _Setup]] = {
+    "classification": _setup_table,
+    "regression": _setup_table,
+    "segmentation": _setup_segmentation,
+}
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    progress: CVProgress | None = None,
+    report: bool = True,
+    executor: Executor | None = None,
+) -> ExperimentResult:
+    """Cross-validate every network of ``config`` on the same folds and write the run folder.
+
+    Resumable: rerunning with the same configuration and folder finishes missing folds only.
+    MLP networks (and every network of a ``[search]``) are trained with all their
+    splits stacked (:func:`calipers.batched.cv.stacked_task`; ``[train] batched =
+    false`` trains them one by one, same numbers); other networks fold by fold. Segmentation
+    data sets (``task = "segmentation"``) also get ``segmentation.json``. ``executor`` runs the
+    tasks (:class:`~calipers.experiment.tasks.SerialExecutor` by default; ``progress`` bars
+    need it). Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results,
+    ``metrics.csv``, ``summary.json`` and (``report=True``) ``report.html`` — every file
+    atomically.
+    """
+    run_dir = Path(run_dir)
+    setup = _SETUPS[config.data.task](config)
+    data, folds = setup.data, setup.folds
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
-    _check_networks(networks, data, config.mc.samples)  # before anything is written
+    check_networks(networks, data, n_mc=config.mc.samples)  # before anything is written
     reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}
     if config.search is not None:
         for name, why in reasons.items():
@@ -125,28 +166,18 @@ def run_experiment(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
+    for name, obj in setup.files.items():
+        atomic_write_json(run_dir / name, obj)
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    stacked = {n: s for n, s in networks.items() if reasons[n] is None}
-    sequential = {n: s for n, s in networks.items() if reasons[n] is not None}
     with deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():  # the first session's environment is kept
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
-        parts = []
-        if stacked:
-            parts.append(cross_validate_batched(
-                data, stacked, folds, options=options, n_mc=config.mc.samples,
-                tau=config.mc.tau, seed=config.cv.seed, search=_search_settings(config),
-                batched=t.batched, run_dir=run_dir, progress=progress))
-        if sequential:
-            parts.append(cross_validate(data, sequential, folds, options=options,
-                                        n_mc=config.mc.samples, tau=config.mc.tau,
-                                        seed=config.cv.seed, run_dir=run_dir,
-                                        progress=progress))
-    results = {n: r for part in parts for n, r in part.results.items()}
-    cv = CVResult(folds, data.task, {n: results[n] for n in networks},
-                  sum(part.seconds for part in parts))
+        cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
+                            tau=config.mc.tau, seed=config.cv.seed, stack=True,
+                            search=_search_settings(config), batched=t.batched,
+                            run_dir=run_dir, progress=progress, executor=executor, checked=True)
     return finish_run(config, run_dir, cv, report=report)
 
 

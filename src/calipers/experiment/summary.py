@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from calipers._checks import _look_up_option
-from calipers.evaluation.cv import CVResult, _load_fold
+from calipers.evaluation.cv import CVResult, load_fold
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import METRICS
 from calipers.exceptions import FoldMismatchError
@@ -37,20 +37,26 @@ class RunSummary:
     networks: dict[str, dict[str, dict[str, Any]]] = field(repr=False)
     comparison: Comparison | None = field(repr=False)
     pair: tuple[str, str] | None = None
+    note: str | None = None  # NOTE [Undefined metrics]: the comparison used fewer folds
 
     @property
     def sentence(self) -> str:
         if self.comparison is None:
-            return "Only one network: nothing to compare."
+            return self.note or "Only one network: nothing to compare."
         return self._pair_dict()["sentence"]
 
     def _pair_dict(self) -> dict[str, Any]:
-        pairs = [p.to_dict() for p in self.comparison.pairs]
+        pairs = [self._noted(p.to_dict()) for p in self.comparison.pairs]
         if self.pair is not None:
             for p in pairs:
                 if (p["a"], p["b"]) == self.pair:
                     return p
         return pairs[0]
+
+    def _noted(self, d: dict[str, Any]) -> dict[str, Any]:
+        if self.note is not None and "sentence" in d:
+            d = {**d, "sentence": f"{self.note} {d['sentence']}", "note": self.note}
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,8 +67,11 @@ class RunSummary:
         }
         if self.comparison is not None:
             cmp = self.comparison.to_dict()
-            out.update(comparison=self._pair_dict(), pairs=cmp["pairs"], best=cmp["best"],
-                       sentence=cmp["sentence"])
+            out.update(comparison=self._pair_dict(),
+                       pairs=[self._noted(p) for p in cmp["pairs"]], best=cmp["best"],
+                       sentence=self._noted(cmp)["sentence"])
+        elif self.note is not None:
+            out.update(sentence=self.note)
         return out
 
 
@@ -93,26 +102,62 @@ def summarize(
         lacking = [n for n in names if any(metric not in r.metrics for r in cv.results[n])]
         raise ValueError(f"metric {metric!r} is missing from the folds of {lacking}; compare on "
                          f"one every network reports: {', '.join(metric_names)}.")
-    networks = {n: {m: describe_scores(cv.scores(m)[n]).to_dict() for m in metric_names}
-                for n in names}
-    comparison = None
+    networks = {n: {m: _describe(cv.scores(m)[n]) for m in metric_names} for n in names}
+    comparison = note = None
     if len(names) >= 2:
         scores = {n: cv.scores(metric)[n] for n in names}
+        used = np.logical_and.reduce([np.isfinite(v) for v in scores.values()])
+        ratio = cv.folds.test_train_ratio
+        if not used.all():  # NOTE [Undefined metrics]: only folds where every network has it
+            note = _fewer_folds_note(cv, metric, names, used)
+            scores = {n: v[used] for n, v in scores.items()}
+            if used.any():
+                ratio = float(np.mean([len(te) / len(tr) for (tr, te), u
+                                       in zip(cv.folds, used, strict=True) if u]))
         correct = uncertainty = None
         if cv.task == "classification":
             correct = {n: cv.pooled(n, "proba").argmax(axis=1) == cv.pooled(n, "y_true")
                        for n in names}
-            uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n])),
-                               "ece": float(np.mean(cv.scores("ece")[n]))} for n in names}
+            uncertainty = {n: {"entropy": _nanmean(cv.scores("entropy")[n]),
+                               "ece": _nanmean(cv.scores("ece")[n])} for n in names}
         elif cv.task == "segmentation":  # no McNemar: voxels of one volume are not independent
-            uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n]))}
-                           for n in names}
-        comparison = compare(scores, metric=metric, higher_is_better=info.higher_is_better,
-                             test_train_ratio=cv.folds.test_train_ratio, correct=correct,
-                             uncertainty=uncertainty, alpha=alpha, seed=seed)
+            uncertainty = {n: {"entropy": _nanmean(cv.scores("entropy")[n])} for n in names}
+        if used.sum() >= 2:
+            comparison = compare(scores, metric=metric, higher_is_better=info.higher_is_better,
+                                 test_train_ratio=ratio, correct=correct,
+                                 uncertainty=uncertainty, alpha=alpha, seed=seed)
+        else:
+            note = f"{note} No comparison: a paired test needs at least 2 such folds."
     pair = (a, b) if a is not None and b is not None else None
     return RunSummary(cv.task, metric, len(cv.folds), cv.folds.n_repeats, networks, comparison,
-                      pair)
+                      pair, note)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _describe(values: np.ndarray) -> dict[str, Any]:
+    """Mean, std and t interval of the folds where the metric is defined (finite); ``folds``
+    lists every fold (None where undefined), ``n_folds`` how many count."""
+    finite = values[np.isfinite(values)]
+    if finite.size >= 2:
+        out = describe_scores(finite).to_dict()
+    else:
+        out = {"mean": float(finite[0]) if finite.size else None, "std": None,
+               "ci_low": None, "ci_high": None}
+    out["folds"] = [float(v) if np.isfinite(v) else None for v in values]
+    out["n_folds"] = int(finite.size)
+    return out
+
+
+def _fewer_folds_note(cv: CVResult, metric: str, names: list[str], used: np.ndarray) -> str:
+    """"Based on k of J folds" and why the others do not count (their ``undefined`` reasons)."""
+    reasons = sorted({r.undefined.get(metric, "not finite") for n in names
+                      for r in cv.results[n] if not np.isfinite(r.metrics[metric])})
+    return (f"Based on {int(used.sum())} of {len(used)} folds: {metric} is undefined on the "
+            f"others ({'; '.join(reasons)}).")
 
 
 def _common_metrics(cv: CVResult) -> list[str]:
@@ -159,7 +204,7 @@ def load_cv_result(run_dir: str | Path) -> CVResult:
                 f"{run_dir}: network {name!r} has unfinished folds {missing}; rerun "
                 f"`calipers cv {run_dir / 'config.toml'} --out {run_dir}` to finish them."
             )
-        results[name] = tuple(_load_fold(run_dir, name, j) for j in range(len(folds)))
+        results[name] = tuple(load_fold(run_dir, name, j) for j in range(len(folds)))
     return CVResult(folds, task, results)
 
 

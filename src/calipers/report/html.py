@@ -389,6 +389,8 @@ def _section_networks(run: RunData) -> str:
         for metric, m in run.summary["networks"][net].items():
             m = m if isinstance(m, Mapping) else {}
             n = len(m["folds"]) if isinstance(m.get("folds"), list) else "—"
+            if isinstance(m.get("n_folds"), int) and m["n_folds"] != n:  # undefined on some
+                n = f"{m['n_folds']} of {n}"
             rows.append((
                 net + (" (best)" if net == best else ""), metric,
                 f"{_fmt(m.get('mean'), metric)} ± {_fmt(m.get('std'), metric)}",

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from calipers._checks import warn_user
 from calipers.exceptions import CalipersWarning
 
 __all__ = ["CUBLAS_WORKSPACE_CONFIG", "determinism_state", "deterministic", "set_deterministic"]
@@ -106,12 +107,12 @@ def set_deterministic(seed: int, *, enabled: bool = True, strict: bool = False) 
     if enabled:
         if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in _VALID_CUBLAS:
             if torch.cuda.is_initialized():
-                warnings.warn(
+                warn_user(
                     "CUDA was already in use when determinism was switched on, so cuBLAS may "
                     f"ignore CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE_CONFIG}; GPU matrix "
                     "products may then differ between runs. Fix: export "
                     f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE_CONFIG} in the shell before "
-                    "starting Python.", CalipersWarning, stacklevel=2)
+                    "starting Python.")
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_CONFIG
         torch.use_deterministic_algorithms(True, warn_only=not strict)
     else:

@@ -181,15 +181,18 @@ def load_env(run_dir: str | os.PathLike[str]) -> Environment:
 def _driver_version() -> str | None:
     try:  # nvidia-ml-py, when installed
         import pynvml
-
-        pynvml.nvmlInit()
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
         try:
-            v = pynvml.nvmlSystemGetDriverVersion()
-            return v.decode() if isinstance(v, bytes) else str(v)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # NVML absent or no driver: fall back to nvidia-smi
-        pass
+            pynvml.nvmlInit()
+            try:
+                v = pynvml.nvmlSystemGetDriverVersion()
+                return v.decode() if isinstance(v, bytes) else str(v)
+            finally:
+                pynvml.nvmlShutdown()
+        except pynvml.NVMLError:  # no driver or no GPU: fall back to nvidia-smi
+            pass
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None

@@ -1,5 +1,8 @@
-"""Cross-validated segmentation: ``calipers cv`` with ``task = "segmentation"``.
+"""The segmentation fold task: ``calipers cv`` with ``task = "segmentation"``.
 
+:func:`calipers.experiment.runner.run_experiment` runs :func:`run_segmentation_fold` for every
+fold through the experiment engine (its runner table, :mod:`calipers.experiment.engine`); this
+module only provides the fold, its scoring and the checks and files specific to segmentation.
 The run folder has the layout of design §3, so ``calipers compare``, ``calipers repro`` and the
 report read it like any other run. Per fold, ``predictions.npz`` holds one row per test volume:
 
@@ -18,47 +21,34 @@ classes, label values, the padded input shape and the padding multiple.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from calipers._seeds import child_seed, seeded_torch
-from calipers.config import ExperimentConfig
-from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, cross_validate
-from calipers.evaluation.folds import make_folds
+from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec
 from calipers.evaluation.metrics import dice_per_class, uncertainty_auroc
-from calipers.evaluation.splits import read_splits
-from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
-from calipers.experiment.runner import ExperimentResult, _check_resume, finish_run
 from calipers.models import build_network
-from calipers.repro.determinism import deterministic
-from calipers.repro.env import fingerprint
-from calipers.runs import atomic_write_json, atomic_write_text
-from calipers.segmentation.data import SegmentationData, crop_to, load_segmentation, pad_to
+from calipers.segmentation.data import SegmentationData, crop_to, pad_to
 from calipers.segmentation.maps import mc_segment
 from calipers.segmentation.train import fit_segmentation
-from calipers.uncertainty.mc import has_dropout
 
-__all__ = ["run_segmentation_experiment", "run_segmentation_fold"]
+__all__ = ["MULTIPLE", "check_segmentation_network", "run_segmentation_fold",
+           "segmentation_info"]
 
-_MULTIPLE = 16       # padded sizes are multiples of this (U-Nets of up to 5 levels)
+MULTIPLE = 16        # padded sizes are multiples of this (U-Nets of up to 5 levels)
 _PREVIEW_SIDE = 128  # preview slices are subsampled to at most this many pixels a side
 
 
-def _check_networks(networks: dict[str, NetworkSpec], data: SegmentationData, n_mc: int) -> None:
-    for name, spec in networks.items():
-        probe = build_network(spec.model, spec.args, input_shape=data.input_shape,
-                              n_outputs=data.n_outputs)
-        if n_mc > 0 and not has_dropout(probe):
-            raise ConfigError(f"network {name!r} ({spec.describe()}) has no dropout module, but "
-                              f"[mc] samples = {n_mc}; pass args.dropout > 0 (p = 0 keeps the "
-                              "modules), or set [mc] samples = 0.")
-        m = int(getattr(probe, "multiple", 1))
-        if any(s % m for s in data.input_shape[1:]):
-            raise ConfigError(f"network {name!r} needs sizes divisible by {m}; the data are "
-                              f"padded to {data.input_shape[1:]}. Use fewer levels in channels.")
+def check_segmentation_network(name: str, probe: torch.nn.Module,
+                               data: SegmentationData) -> None:
+    """Refuse a network whose input sizes do not divide the padded volume shape."""
+    m = int(getattr(probe, "multiple", 1))
+    if any(s % m for s in data.input_shape[1:]):
+        raise ConfigError(f"network {name!r} needs sizes divisible by {m}; the data are "
+                          f"padded to {data.input_shape[1:]}. Use fewer levels in channels.")
 
 
 def _preview(x: np.ndarray) -> np.ndarray:
@@ -124,54 +114,19 @@ def run_segmentation_fold(spec: FoldSpec, data: SegmentationData, *,
     pred = {"index": spec.test, "y_true": data.y[spec.test], "shape": data.shapes[spec.test],
             **pred}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    undefined = {}
+    if not np.isfinite(metrics["entropy_auroc"]):  # NOTE [Undefined metrics] in evaluation/cv.py
+        undefined["entropy_auroc"] = {0.0: "no wrong voxel in the test volumes",
+                                      1.0: "every voxel of the test volumes is wrong"}.get(
+            metrics["voxel_error"], "the entropy AUROC is not finite")
     return FoldResult(spec.network, spec.split, metrics, pred, fitted.losses, fitted.seconds,
-                      False, state)
+                      False, state, undefined)
 
 
-def _data_info(data: SegmentationData, config: ExperimentConfig) -> dict[str, Any]:
+def segmentation_info(data: SegmentationData, *, n_mc: int) -> dict[str, Any]:
+    """What ``RUN/segmentation.json`` records for ``calipers predict`` (classes, label values,
+    padded input shape, padding multiple, normalisation, volume names, MC passes)."""
     return {"kind": data.kind, "n_classes": data.n_outputs,
             "label_values": list(data.label_values), "input_shape": list(data.input_shape),
             "multiple": data.multiple, "normalize": "zscore", "names": list(data.names),
-            "n_mc": config.mc.samples}
-
-
-def run_segmentation_experiment(
-    config: ExperimentConfig,
-    run_dir: str | Path,
-    *,
-    progress: CVProgress | None = None,
-    report: bool = True,
-) -> ExperimentResult:
-    """Cross-validate every network of ``config`` on the same folds of a segmentation data set.
-
-    ``config.data.path`` holds ``images/`` and ``labels/`` (NIfTI or PNG). Writes the run folder
-    of design §3 plus ``segmentation.json``; resumable like :func:`calipers.run_experiment`.
-    Metrics per fold: Dice per class and their mean (averaged over volumes), mean voxel entropy
-    and mutual information, and the voxel AUROC of entropy for detecting wrong voxels.
-    """
-    run_dir = Path(run_dir)
-    data = load_segmentation(config.data.path, kind=config.data.kind, multiple=_MULTIPLE)
-    if config.cv.splits is not None:
-        folds = read_splits(config.cv.splits, n_samples=data.n_samples)
-    else:
-        folds = make_folds(np.zeros(data.n_samples), n_folds=config.cv.folds,
-                           n_repeats=config.cv.repeats, seed=config.cv.seed, stratify=False,
-                           shuffle=config.cv.shuffle)
-    config_text = config.to_toml()
-    _check_resume(run_dir, config_text, folds.hash)
-    networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
-    _check_networks(networks, data, config.mc.samples)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.toml", config_text)
-    atomic_write_json(run_dir / "folds.json", folds.to_dict())
-    atomic_write_json(run_dir / "segmentation.json", _data_info(data, config))
-    t = config.train
-    options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                           weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    with deterministic(config.cv.seed, enabled=t.deterministic):
-        if not (run_dir / "env.json").is_file():
-            atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
-        cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
-                            seed=config.cv.seed, run_dir=run_dir, progress=progress,
-                            fold_fn=run_segmentation_fold)
-    return finish_run(config, run_dir, cv, report=report)
+            "n_mc": n_mc}
