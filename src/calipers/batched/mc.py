@@ -29,6 +29,14 @@ from calipers.batched.randomness import (
     _new_generator,
 )
 from calipers.batched.workspace import _forward_det, _Step
+from calipers.uncertainty.measures import (
+    gaussian_log_kernel,
+    mc_log_likelihood,
+    predictive_variance,
+    torch_entropy,
+    torch_mutual_info,
+)
+from calipers.uncertainty.streaming import StreamingLogSumExp, StreamingMoments
 
 __all__ = ["MCTask", "MemberMC", "MemberProba", "mc_members"]
 
@@ -88,10 +96,6 @@ class MemberProba:
     n_mc: int
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -torch.special.xlogy(p, p).sum(-1)
-
-
 def _mc_passes(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int, device: torch.device
                ) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
     """The weight-scaling outputs ``(M, n, C)`` and an iterator over chunks of MC outputs
@@ -137,18 +141,17 @@ def _mc_passes(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int, device: torch.
 
 def _mc_group_proba(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
                     device: torch.device) -> list[MemberProba]:
-    M, n = len(tasks), len(tasks[0].X)
+    M = len(tasks)
     det, chunks = _mc_passes(tasks, arch, n_mc, device)
-    s_p = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
-    s_ent = torch.zeros(M, n, dtype=torch.float64, device=device)
-    for out in chunks:
+    p_acc, h_acc = StreamingMoments(dim=1, variance=False), StreamingMoments(dim=1, variance=False)
+    for out in chunks:  # (M, k, n, C)
         p = torch.softmax(out, dim=-1)
-        s_p += p.sum(1)
-        s_ent += _entropy(p).sum(1)
-    proba = s_p / n_mc if n_mc > 0 else torch.softmax(det, dim=-1)  # n_mc = 0: weight scaling
-    ent = _entropy(proba)
-    exp_ent = s_ent / n_mc if n_mc > 0 else ent
-    mi = (ent - exp_ent).clamp_min(0)
+        p_acc.add(p)
+        h_acc.add(torch_entropy(p, dim=-1))
+    proba = p_acc.mean if n_mc > 0 else torch.softmax(det, dim=-1)  # n_mc = 0: weight scaling
+    ent = torch_entropy(proba, dim=-1)
+    exp_ent = h_acc.mean if n_mc > 0 else ent
+    mi = torch_mutual_info(ent, exp_ent)
     return [MemberProba(proba[i].cpu().numpy(), ent[i].cpu().numpy(), exp_ent[i].cpu().numpy(),
                         mi[i].cpu().numpy(), n_mc) for i in range(M)]
 
@@ -179,7 +182,6 @@ def _check_task(i: int, t: MCTask, arch: MLPArch) -> MCTask:
 
 def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
               device: torch.device) -> list[MemberMC]:
-    M, n = len(tasks), len(tasks[0].X)
     det, chunks = _mc_passes(tasks, arch, n_mc, device)
     mu = torch.tensor([t.y_mean for t in tasks], dtype=torch.float64, device=device)
     sd = torch.tensor([t.y_std for t in tasks], dtype=torch.float64, device=device)
@@ -188,24 +190,19 @@ def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
                        device=device)
     has_y = all(t.y is not None for t in tasks)
     Y = torch.as_tensor(np.stack([t.y for t in tasks])).to(device) if has_y else None
-    s1 = torch.zeros(M, n, arch.n_outputs, dtype=torch.float64, device=device)
-    s2 = torch.zeros_like(s1)
-    lse = torch.full((M, n), -math.inf, dtype=torch.float64, device=device)
+    moments, lse = StreamingMoments(dim=1), StreamingLogSumExp(dim=1)
     det = det * sd[:, None, None] + mu[:, None, None]
-    for out in chunks:
+    for out in chunks:  # (M, k, n, D)
         out = out * sd[:, None, None, None] + mu[:, None, None, None]
-        s1 += out.sum(1)
-        s2 += (out * out).sum(1)
+        moments.add(out)
         if Y is not None and has_tau:
-            a = -0.5 * tau[:, None, None] * ((Y[:, None] - out) ** 2).sum(-1)
-            lse = torch.logaddexp(lse, torch.logsumexp(a, dim=1))
+            lse.add(gaussian_log_kernel(Y[:, None], out, tau[:, None, None]))
     if n_mc > 0:
-        mean = s1 / n_mc
-        var = (s2 / n_mc - mean * mean).clamp_min(0)
+        mean, var = moments.mean, moments.var
     else:  # weight-scaling predictions only
         mean, var = det, torch.zeros_like(det)
     if has_tau:
-        var = var + 1.0 / tau[:, None, None]
+        var = predictive_variance(var, tau[:, None, None])
     d = arch.n_outputs
     out_list = []
     for i, t in enumerate(tasks):
@@ -214,9 +211,8 @@ def _mc_group(tasks: Sequence[MCTask], arch: MLPArch, n_mc: int,
             rmse = float(((Y[i] - det[i]) ** 2).mean().sqrt())
             mc_rmse = float(((Y[i] - mean[i]) ** 2).mean().sqrt())
             if has_tau and n_mc > 0:
-                ll_t = lse[i] - math.log(n_mc) - 0.5 * d * math.log(2 * math.pi) \
-                    + 0.5 * d * math.log(t.tau)
-                ll = ll_t.cpu().numpy()
+                ll = mc_log_likelihood(lse.value[i], n_mc=n_mc, tau=t.tau,
+                                       n_outputs=d).cpu().numpy()
                 avg = float(ll.mean())
         out_list.append(MemberMC(mean[i].cpu().numpy(), var[i].cpu().numpy(), ll, rmse, mc_rmse,
                                  avg, n_mc, t.tau))
@@ -235,9 +231,10 @@ def mc_members(
     """MC-dropout regression for many trained members at once (Gal & Ghahramani 2016).
 
     Each member runs ``n_mc`` stochastic passes (T = 10,000 in the paper) in chunks of ``k``
-    passes, ``2·k·n·U`` ≤ 2^19 random bytes per member, reduced on the fly: running sums for the
-    mean and variance and a running ``logsumexp`` for the log likelihood, so memory does not grow
-    with T. Per-sample log likelihood, with ŷ_t in original units::
+    passes, ``2·k·n·U`` ≤ 2^19 random bytes per member, reduced on the fly with
+    ``calipers.uncertainty``'s streaming moments (NOTE [Streaming moments]) and streaming
+    ``logsumexp``, so memory does not grow with T. Per-sample log likelihood, with ŷ_t in
+    original units::
 
         ll = logsumexp_t(−τ/2·‖y − ŷ_t‖²) − log T − D/2·log 2π + D/2·log τ
 

@@ -24,6 +24,7 @@ from calipers.evaluation.train import TrainOptions, fit
 from calipers.models import build_network
 from calipers.runs import atomic_path, atomic_write_json, fold_dir, fold_done, read_json, save_npz
 from calipers.uncertainty.mc import has_dropout, mc_predict
+from calipers.uncertainty.measures import torch_entropy
 
 __all__ = ["CVResult", "FoldResult", "FoldSpec", "NetworkSpec", "cross_validate", "run_fold"]
 
@@ -103,7 +104,7 @@ def _predict(model: torch.nn.Module, X: np.ndarray, task: str, spec: FoldSpec,
         out = model(torch.as_tensor(X, dtype=torch.float32, device=device)).float().cpu()
     if task == "classification":
         p = torch.softmax(out, dim=1).numpy()
-        ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)
+        ent = torch_entropy(torch.from_numpy(p), dim=1).numpy()
         return {"proba": p, "entropy": ent, "expected_entropy": ent, "mutual_info": 0 * ent}
     return {"mean": out.numpy(), "var": np.zeros_like(out.numpy())}
 
