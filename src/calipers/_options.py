@@ -14,7 +14,8 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["DataKind", "DeviceKind", "MCTask", "StatKind", "Task", "look_up_option"]
+__all__ = ["DataKind", "DeviceKind", "PredictionTask", "StatKind", "Task", "did_you_mean",
+           "look_up_option"]
 
 
 class Task(enum.StrEnum):
@@ -25,8 +26,8 @@ class Task(enum.StrEnum):
     SEGMENTATION = "segmentation"
 
 
-class MCTask(enum.StrEnum):
-    """``mc_predict(task=...)``: what the model's output means."""
+class PredictionTask(enum.StrEnum):
+    """What a network's output means for ``mc_predict(task=...)`` and a ``Dataset``'s task."""
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
@@ -50,6 +51,9 @@ class DeviceKind(enum.StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
     MPS = "mps"
+
+
+_SYNONYMS = {"gpu": DeviceKind.CUDA.value}
 
 
 class StatKind(enum.StrEnum):
@@ -89,7 +93,7 @@ def look_up_option(value: Any, choices: type[enum.Enum] | Iterable[Any], *, name
     ...
     ValueError: unknown task 'regresion'; did you mean 'regression'? Choose from: \
 classification, regression, segmentation.
-    >>> look_up_option(MCTask.REGRESSION, MCTask, name="task")
+    >>> look_up_option(PredictionTask.REGRESSION, PredictionTask, name="task")
     'regression'
     """
     if isinstance(choices, type) and issubclass(choices, enum.Enum):
@@ -102,7 +106,26 @@ classification, regression, segmentation.
         hit = False
     if hit:
         return options[options.index(value)]
-    close = difflib.get_close_matches(str(value), [str(c) for c in options], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
     shown = value.value if isinstance(value, enum.Enum) else value
+    hint = did_you_mean(value, options) or "."
     raise ValueError(f"unknown {name} {shown!r}{hint} Choose from: {', '.join(map(str, options))}.")
+
+
+def did_you_mean(value: Any, choices: type[enum.Enum] | Iterable[Any]) -> str:
+    """``"; did you mean 'x'?"`` for the closest spelling among ``choices`` (``difflib``), else
+    ``""``: the suggestion part of :func:`look_up_option`'s message, for messages of their own.
+    Known synonyms (``_SYNONYMS``: "gpu" is "cuda", not the closer spelling "cpu") come first.
+
+    >>> did_you_mean("cdua", DeviceKind)
+    "; did you mean 'cuda'?"
+    >>> did_you_mean("gpu", DeviceKind)
+    "; did you mean 'cuda'?"
+    """
+    if isinstance(choices, type) and issubclass(choices, enum.Enum):
+        choices = [m.value for m in choices]
+    choices = list(choices)
+    synonym = _SYNONYMS.get(value.lower()) if isinstance(value, str) else None
+    if synonym in choices:
+        return f"; did you mean {synonym!r}?"
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

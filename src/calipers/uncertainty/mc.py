@@ -47,7 +47,7 @@ from torch import nn
 
 from calipers._checks import _check_finite, _check_positive_int
 from calipers._device import resolve_device
-from calipers._options import MCTask, look_up_option
+from calipers._options import PredictionTask, look_up_option
 from calipers._seeds import child_seed, seeded_torch
 from calipers.uncertainty.measures import (
     _check_tau,
@@ -68,8 +68,8 @@ __all__ = [
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )
-#: Values of ``mc_predict(task=...)`` (the members of :class:`calipers._options.MCTask`).
-TASKS = tuple(MCTask)
+#: Values of ``mc_predict(task=...)`` (:class:`calipers._options.PredictionTask`).
+TASKS = tuple(t.value for t in PredictionTask)
 
 # Default chunk_size: batch rows × passes per forward call stay <= this many rows.
 _ROWS_PER_FORWARD = 8192
@@ -364,7 +364,7 @@ def _mc_predict_iv(model, x, y, *, n_mc, task, seed, device, batch_size, chunk_s
     n_mc = _check_positive_int(
         n_mc, name="n_mc", fix="Use n_mc = 30 or more passes ([mc] samples in a config)."
     )
-    task = look_up_option(task, MCTask, name="task")
+    task = look_up_option(task, PredictionTask, name="task")
     seed = _check_positive_int(seed, name="seed", minimum=0, fix="Pass e.g. seed=0.")
     batch_size = _check_positive_int(batch_size, name="batch_size", fix="E.g. batch_size=1024.")
     tau = _check_tau(tau, allow_none=True)
