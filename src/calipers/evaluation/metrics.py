@@ -125,7 +125,7 @@ METRICS: dict[str, MetricInfo] = {
 }  # fmt: skip
 
 
-def get_metric(name: str, task: str | None = None) -> MetricInfo:
+def get_metric(name: str, *, task: str | None = None) -> MetricInfo:
     """Look up a metric in :data:`METRICS`, optionally checking that it fits ``task``.
 
     Parameters
