@@ -14,10 +14,10 @@ reference loops in ``tests/test_batched.py``. Together these make CPU training a
 passes about 5× faster than allocating every temporary.
 
 # NOTE [Hand-written backward]
-The stacked MLP is small and its gradients are three lines per layer, so ``_fit_group`` computes
-them by hand instead of through autograd: the ReLU and the dropout mask of a hidden layer fold
-into one multiplier (kept in the forward pass), and a layer with one output (regression) uses
-broadcast products and sums instead of ``bmm``, which on the CPU is 6× slower for
+The stacked MLP is small and its gradients are three lines per layer, so ``_Step.backward``
+computes them by hand instead of through autograd: the ReLU and the dropout mask of a hidden
+layer fold into one multiplier (kept in the forward pass), and a layer with one output
+(regression) uses broadcast products and sums instead of ``bmm``, which on the CPU is 6× slower for
 ``(M, B, H) @ (M, H, 1)``. ``tests/test_batched.py`` checks the result against an independent
 ``nn.Linear`` + autograd + ``torch.optim.Adam`` loop with the same random draws.
 """
