@@ -13,9 +13,10 @@ from torch import nn
 
 from calipers._seeds import child_seed
 from calipers.batched import engine as batched
+from calipers.batched import workspace
 from calipers.batched.engine import MCTask, Member, MLPArch, fit_members, init_weights, mc_members
 from calipers.evaluation.train import TrainOptions
-from calipers.uncertainty.mc import regression_log_likelihood
+from calipers.uncertainty import regression_log_likelihood
 
 ARCH = MLPArch(3, (6,), 1, input_dropout=True)
 OPTS = TrainOptions(epochs=4, batch_size=8, lr=1e-2, device="cpu")
@@ -196,7 +197,7 @@ def test_cache_slabs_give_identical_results(rng, monkeypatch):
                           for i, (f, m) in enumerate(zip(fits, members, strict=True))]
     whole = fit_members(members, ARCH, options=OPTS)
     mc_whole = mc_members(tasks(whole), ARCH, n_mc=37)
-    monkeypatch.setattr(batched, "_SLAB_FLOATS", 1)  # one member (16 rows) per slab
+    monkeypatch.setattr(workspace, "_SLAB_FLOATS", 1)  # one member (16 rows) per slab
     sliced = fit_members(members, ARCH, options=OPTS)
     mc_sliced = mc_members(tasks(sliced), ARCH, n_mc=37)
     for a, b in zip(whole, sliced, strict=True):

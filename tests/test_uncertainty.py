@@ -16,7 +16,7 @@ from torch import nn
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.models import CNN, MLP
-from calipers.uncertainty.mc import (
+from calipers.uncertainty import (
     DROPOUT_TYPES,
     MCClassification,
     MCRegression,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import inspect
 import os
 import warnings
@@ -11,6 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from calipers._options import look_up_option
 from calipers.exceptions import CalipersWarning
 
 __all__: list[str] = []
@@ -39,17 +39,14 @@ def warn_user(message: str, category: type[Warning] = CalipersWarning) -> None:
 def _look_up_option(value: str, choices: Iterable[str], *, what: str) -> str:
     """Return ``value`` if it is one of ``choices``; else raise with a "did you mean" hint.
 
+    The older spelling of :func:`calipers._options.look_up_option` (``what`` for ``name``).
+
     >>> _look_up_option("acuracy", ["accuracy", "nll"], what="metric")
     Traceback (most recent call last):
     ...
     ValueError: unknown metric 'acuracy'; did you mean 'accuracy'? Choose from: accuracy, nll.
     """
-    choices = list(choices)
-    if value in choices:
-        return value
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
-    raise ValueError(f"unknown {what} {value!r}{hint} Choose from: {', '.join(map(str, choices))}.")
+    return look_up_option(value, choices, name=what)
 
 
 def _check_finite(x: np.ndarray, *, name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from calipers._checks import warn_user
+from calipers._options import DeviceKind, did_you_mean
 
 __all__ = ["resolve_device"]
 
@@ -26,8 +27,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         try:
             dev = torch.device(text)
         except RuntimeError as exc:
+            hint = did_you_mean(text.partition(":")[0], DeviceKind) or "."
             raise ValueError(
-                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}."
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}{hint}"
             ) from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():

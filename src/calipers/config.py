@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from calipers._options import DeviceKind, did_you_mean
 from calipers.exceptions import ConfigError
 
 __all__ = ["ExperimentConfig", "load_config", "parse_config"]
@@ -64,9 +65,10 @@ class TrainConfig(_Section):
     @classmethod
     def _device(cls, v: str) -> str:
         v = v.strip().lower()
-        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+        if v in tuple(DeviceKind) or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
-        raise ValueError(f"must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {v!r}")
+        hint = did_you_mean(v.partition(":")[0], DeviceKind)
+        raise ValueError(f"must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {v!r}{hint}")
 
 
 class MCConfig(_Section):

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from calipers._checks import _check_finite, _look_up_option
+from calipers._checks import _check_finite
+from calipers._options import PredictionTask, look_up_option
 
 __all__ = ["TASKS", "Dataset", "make_dataset"]
 
-TASKS = ("classification", "regression")
+TASKS = tuple(t.value for t in PredictionTask)  # a Dataset's task
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def make_dataset(
         If lengths differ, values are NaN/inf, ``y`` has the wrong shape for the task, or a
         classification target has a single class.
     """
-    task = _look_up_option(task, TASKS, what="task")
+    task = look_up_option(task, PredictionTask, name="task")
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim < 2:

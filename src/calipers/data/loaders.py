@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from calipers._checks import _look_up_option
+from calipers._options import DataKind, look_up_option
 from calipers.data.dataset import Dataset, make_dataset
 from calipers.exceptions import DataError
 
 __all__ = ["KINDS", "load_arrays", "load_dataset", "load_digits", "load_images", "load_table",
            "load_uci"]
 
-KINDS = ("digits", "arrays", "images", "table", "uci")
+KINDS = tuple(k.value for k in DataKind)  # digits, arrays, images, table, uci
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -162,7 +163,7 @@ def load_dataset(
     target: str | None = None, group: str | None = None,
 ) -> Dataset:
     """Load a data set by kind: ``digits | arrays | images | table | uci`` (see each loader)."""
-    kind = _look_up_option(kind, KINDS, what="data kind")
+    kind = look_up_option(kind, DataKind, name="data kind")
     if kind == "digits":
         return load_digits()
     if kind == "arrays":

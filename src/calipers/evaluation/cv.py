@@ -27,6 +27,7 @@ from calipers.exceptions import DataError
 from calipers.models import build_network
 from calipers.runs import atomic_path, atomic_write_json, fold_dir, read_json, save_npz
 from calipers.uncertainty.mc import mc_predict
+from calipers.uncertainty.measures import torch_entropy
 
 __all__ = ["CVProgress", "CVResult", "FoldResult", "FoldSpec", "NetworkSpec", "fold_task",
            "load_fold", "run_fold", "save_fold"]
@@ -108,7 +109,7 @@ def _predict(model: torch.nn.Module, X: np.ndarray, task: str, spec: FoldSpec,
         out = model(torch.as_tensor(X, dtype=torch.float32, device=device)).float().cpu()
     if task == "classification":
         p = torch.softmax(out, dim=1).numpy()
-        ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)
+        ent = torch_entropy(torch.from_numpy(p), dim=1).numpy()
         return {"proba": p, "entropy": ent, "expected_entropy": ent, "mutual_info": 0 * ent}
     return {"mean": out.numpy(), "var": np.zeros_like(out.numpy())}
 

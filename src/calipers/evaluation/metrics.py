@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from calipers._checks import _check_finite, _check_positive_int, _look_up_option
+from calipers._options import Task
 
 __all__ = [
     "METRICS",
@@ -49,7 +50,7 @@ __all__ = [
 
 _PROBA_CLIP = 1e-12  # smallest probability used inside log() in nll()
 _ROW_SUM_TOL = 1e-4  # |sum_k proba[i, k] - 1| allowed per row
-_TASKS = ("classification", "regression", "segmentation")
+_TASKS = Task
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ METRICS: dict[str, MetricInfo] = {
 }  # fmt: skip
 
 
-def get_metric(name: str, task: str | None = None) -> MetricInfo:
+def get_metric(name: str, *, task: str | None = None) -> MetricInfo:
     """Look up a metric in :data:`METRICS`, optionally checking that it fits ``task``.
 
     Parameters

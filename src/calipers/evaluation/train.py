@@ -17,6 +17,7 @@ from torch import nn
 
 from calipers._checks import _check_positive_int, _look_up_option
 from calipers._device import resolve_device
+from calipers._options import Task
 from calipers._seeds import torch_generator
 
 __all__ = ["FitResult", "TrainOptions", "fit"]
@@ -62,7 +63,7 @@ class FitResult:
         return asdict(self)
 
 
-_TASKS = ("classification", "regression", "segmentation")
+_TASKS = Task
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from torch import nn
 
+from calipers._options import did_you_mean
+
 __all__ = ["build_network", "resolve_callable"]
 
 
@@ -33,8 +35,9 @@ def resolve_callable(spec: str | Callable[..., nn.Module]) -> Callable[..., nn.M
         fn = getattr(module, attr)
     except AttributeError:
         public = sorted(n for n in dir(module) if not n.startswith("_"))
+        hint = did_you_mean(attr, public) or "."
         raise ValueError(
-            f"module {mod_name!r} has no callable {attr!r} (model {spec!r}). "
+            f"module {mod_name!r} has no callable {attr!r} (model {spec!r}){hint} "
             f"It defines: {', '.join(public[:20])}."
         ) from None
     if not callable(fn):

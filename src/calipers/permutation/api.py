@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from calipers._checks import _check_finite, _check_positive_int, _look_up_option
+from calipers._checks import _check_finite, _check_positive_int
 from calipers._device import resolve_device
+from calipers._options import StatKind, look_up_option
+from calipers.permutation.design import MatrixLike, load_matrix, make_relabellings, partition
 from calipers.permutation.design import demean as _demean_columns
-from calipers.permutation.design import load_matrix, make_relabellings, partition
 from calipers.permutation.engine import _Extras, prepare_contrast, run_contrast
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PermutationResult", "permutation_test"]
 
@@ -73,7 +78,7 @@ class PermutationResult:
     @property
     def t(self) -> np.ndarray:
         """t maps (n_contrasts, n_voxels): the rows of ``statistic`` that are t-contrasts."""
-        return self.statistic[[i for i, k in enumerate(self.kinds) if k == "t"]]
+        return self.statistic[[i for i, k in enumerate(self.kinds) if k == StatKind.T]]
 
     @property
     def f(self) -> np.ndarray:
@@ -151,20 +156,20 @@ class _Inputs:
 
 
 def permutation_test(
-    y,
-    design=None,
-    contrasts=None,
+    y: ArrayLike,
+    design: MatrixLike | None = None,
+    contrasts: MatrixLike | None = None,
     *,
-    f_tests=None,
+    f_tests: MatrixLike | None = None,
     n_permutations: int = 5000,
     tfce: bool = False,
-    cluster_threshold=None,
-    mask=None,
-    exchangeability_blocks=None,
+    cluster_threshold: float | tuple[float | None, float | None] | None = None,
+    mask: ArrayLike | None = None,
+    exchangeability_blocks: MatrixLike | None = None,
     demean: bool = False,
     two_sided: bool = False,
     seed: int = 0,
-    device="auto",
+    device: str | torch.device = "auto",
     chunk_size: int | None = None,
     tfce_H: float = 2.0,
     tfce_E: float = 0.5,
@@ -310,7 +315,8 @@ def _assemble(nulls, tests, plans, inp, dev, two_sided, tfce, shape) -> Permutat
         p_uncorrected=stack("p_uncorrected"),
         p_fwe=stack("p_fwe"),
         max_null=tup("max_null"),
-        kinds=tuple("F" if name.startswith("f") else "t" for name, _ in tests),
+        kinds=tuple((StatKind.F if name.startswith("f") else StatKind.T).value
+                    for name, _ in tests),
         names=tuple(name for name, _ in tests),
         n_permutations=tuple(r.n for _, r in plans),
         exhaustive=tuple(r.exhaustive for _, r in plans),
@@ -432,7 +438,7 @@ def _permutation_test_iv(
     _check_positive_int(n_permutations, name="n_permutations")
     if chunk_size is not None:
         _check_positive_int(chunk_size, name="chunk_size")
-    _look_up_option(connectivity, (6, 18, 26), what="connectivity")
+    look_up_option(connectivity, (6, 18, 26), name="connectivity")
     ext, mass = _check_cluster_threshold(cluster_threshold)
     return _Inputs(y, x, c, f, b, mask, ext, mass)
 

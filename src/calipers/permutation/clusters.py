@@ -8,7 +8,10 @@ Clusters are the connected components (6/18/26-connectivity, inside the mask) of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 
 from calipers.permutation.tfce import (
@@ -25,10 +28,15 @@ try:  # numba gives the speed; the SciPy fallback at the end gives the same numb
 except ImportError:  # pragma: no cover - the fallback is tested by monkeypatching _HAVE_NUMBA
     _HAVE_NUMBA = False
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["cluster_maps", "cluster_max"]
 
 
-def cluster_max(stat, mask, *, threshold, connectivity=6):
+def cluster_max(
+    stat: ArrayLike | torch.Tensor, mask: ArrayLike, *, threshold: float, connectivity: int = 6
+) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]:
     """Largest cluster extent and largest cluster mass of each map (the max-statistic nulls).
 
     Parameters
@@ -70,7 +78,9 @@ def cluster_max(stat, mask, *, threshold, connectivity=6):
     return back(extent), back(mass)
 
 
-def cluster_maps(stat, mask, *, threshold, connectivity=6):
+def cluster_maps(
+    stat: ArrayLike | torch.Tensor, mask: ArrayLike, *, threshold: float, connectivity: int = 6
+) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]:
     """Per voxel, the extent and the mass of the cluster it belongs to.
 
     Parameters

@@ -46,12 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import linalg
 
 from calipers._seeds import child_seed
 from calipers.exceptions import DataError
 
 __all__ = [
+    "MatrixLike",
     "Relabellings",
     "demean",
     "load_matrix",
@@ -145,7 +147,11 @@ def _is_numeric_row(row: list[str]) -> bool:
     return True
 
 
-def load_matrix(source: str | os.PathLike[str] | np.ndarray, *, what: str) -> np.ndarray:
+#: A design, contrast, F-test or group matrix: an array or the path of a VEST/CSV file.
+MatrixLike = ArrayLike | str | os.PathLike[str]
+
+
+def load_matrix(source: MatrixLike, *, what: str) -> np.ndarray:
     """Load a design, contrast, F-test or group matrix as a 2-D float64 array.
 
     ``source`` is an array, an FSL VEST file (``.mat .con .fts .grp``, or any file whose first

@@ -17,16 +17,23 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 
 from calipers.exceptions import CalipersWarning, DataError
 from calipers.permutation.api import PermutationResult, permutation_test
+from calipers.permutation.design import MatrixLike
+
+if TYPE_CHECKING:
+    import torch
+
+#: One image: a path (or glob, for ``inputs``) or an in-memory nibabel image.
+ImageLike = str | os.PathLike[str] | nib.spatialimages.SpatialImage
 
 __all__ = ["PermuteOutputs", "load_images", "permute_images"]
 
@@ -92,7 +99,9 @@ def _open(item) -> tuple[nib.spatialimages.SpatialImage, str]:
     return nib.load(str(path)), str(path)
 
 
-def load_images(inputs) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_images(
+    inputs: ImageLike | Sequence[ImageLike],
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load subjects' images as one array.
 
     Parameters
@@ -187,25 +196,25 @@ def _make_mask(data: np.ndarray, mask, affine: np.ndarray) -> tuple[np.ndarray, 
 
 
 def permute_images(
-    inputs,
+    inputs: ImageLike | Sequence[ImageLike],
     out_prefix: str | os.PathLike[str],
     *,
-    design=None,
-    contrasts=None,
-    f_tests=None,
-    mask=None,
+    design: MatrixLike | None = None,
+    contrasts: MatrixLike | None = None,
+    f_tests: MatrixLike | None = None,
+    mask: ImageLike | np.ndarray | None = None,
     one_sample: bool = False,
     n_permutations: int = 5000,
     tfce: bool = False,
     cluster_extent_threshold: float | None = None,
     cluster_mass_threshold: float | None = None,
-    exchangeability_blocks=None,
+    exchangeability_blocks: MatrixLike | None = None,
     demean: bool = False,
     vox_corrp: bool = False,
     uncorrp: bool = False,
     logp: bool = False,
     seed: int = 0,
-    device="auto",
+    device: str | torch.device = "auto",
     tfce_H: float = 2.0,
     tfce_E: float = 0.5,
     tfce_connectivity: int = 6,

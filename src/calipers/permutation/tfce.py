@@ -11,8 +11,10 @@ import hashlib
 import threading
 import warnings
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 
 from calipers._checks import _check_finite
@@ -58,7 +60,19 @@ _NEIGHBOUR_CACHE_SIZE = 4
 _NEIGHBOUR_LOCK = threading.Lock()
 
 
-def tfce(stat, mask, *, H=2.0, E=0.5, connectivity=6, dh=None):
+if TYPE_CHECKING:
+    import torch
+
+
+def tfce(
+    stat: ArrayLike | torch.Tensor,
+    mask: ArrayLike,
+    *,
+    H: float = 2.0,
+    E: float = 0.5,
+    connectivity: int = 6,
+    dh: float | None = None,
+) -> np.ndarray | torch.Tensor:
     """Threshold-free cluster enhancement of the positive part of statistic maps (FSL convention).
 
     Parameters

@@ -32,6 +32,7 @@ from calipers.evaluation.metrics import METRICS, reliability_curve
 from calipers.exceptions import DataError
 from calipers.report import plots
 from calipers.runs import atomic_write_text, fold_dir, read_json
+from calipers.uncertainty.measures import predictive_entropy
 
 __all__ = ["RunData", "load_run", "render_report", "write_report"]
 
@@ -264,8 +265,7 @@ def _pooled(run: RunData, net: str) -> dict[str, np.ndarray] | None:
     if run.summary["task"] == "classification":
         proba = pooled["proba"].astype(float)
         if "entropy" not in pooled:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                pooled["entropy"] = -np.sum(np.where(proba > 0, proba * np.log(proba), 0), 1)
+            pooled["entropy"] = predictive_entropy(proba, axis=1)
         pooled["correct"] = proba.argmax(axis=1) == pooled["y_true"].reshape(-1)
     else:
         n = len(pooled["y_true"])

@@ -125,7 +125,7 @@ def pad_multiple(shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
     return tuple(-(-int(s) // multiple) * multiple for s in shape)
 
 
-def pad_to(x: np.ndarray, shape: tuple[int, ...], value: float = 0) -> np.ndarray:
+def pad_to(x: np.ndarray, shape: tuple[int, ...], *, value: float = 0) -> np.ndarray:
     """Pad the last ``len(shape)`` axes of ``x`` at their end to ``shape`` (NOTE above)."""
     lead = x.ndim - len(shape)
     extra = [(0, int(t) - int(s)) for s, t in zip(x.shape[lead:], shape, strict=True)]

@@ -2,11 +2,12 @@
 
 # NOTE [Voxel maps reduced on the fly]
 A 3-D volume never holds all T pass outputs: the passes run in chunks of ``chunk_size`` and each
-pass's probabilities p_t (C, *S) are folded into running statistics and dropped. Per voxel we keep
-the running mean p̄ (C maps), Welford's sum of squared deviations M2 (C maps) and the running
-mean of H[p_t] (1 map): 2C + 1 maps of float32, whatever T is. Welford's update
-``δ = p_t − p̄; p̄ += δ/t; M2 += δ·(p_t − p̄)`` adds exactly zero when a pass equals the mean, so
-with dropout p = 0 (identical passes) the std and the mutual information are exactly 0.
+chunk's probabilities p_t (k, C, *S) are folded into running statistics and dropped. Per voxel we
+keep the streaming moments of p_t (shift, deviation sum and M2: 3C maps) and of H[p_t] (shift and
+sum: 2 maps), float32, whatever T is — ``calipers.uncertainty.StreamingMoments`` (NOTE [Streaming
+moments] in ``uncertainty/streaming.py``), the one mean/variance accumulator of every MC path.
+When all passes are equal (dropout p = 0) it adds exactly zero, so the std and the mutual
+information are exactly 0.
 
 Maps (nats for entropies):
   segmentation  argmax_c p̄
@@ -33,6 +34,8 @@ from calipers._checks import _check_positive_int
 from calipers._seeds import child_seed, seeded_torch
 from calipers.segmentation.data import crop_to, pad_multiple, pad_to
 from calipers.uncertainty.mc import _model_on_device, mc_dropout_mode
+from calipers.uncertainty.measures import torch_entropy, torch_mutual_info
+from calipers.uncertainty.streaming import StreamingMoments
 
 __all__ = ["VoxelMaps", "mc_segment"]
 
@@ -78,26 +81,18 @@ class VoxelMaps:
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:  # over the class axis 0
-    return -torch.special.xlogy(p, p).sum(0)
+    return torch_entropy(p, dim=0)
 
 
-class _Welford:
-    """Running p̄, M2 and mean H[p_t] per voxel (NOTE [Voxel maps reduced on the fly])."""
+class _PassStats:
+    """Streaming p̄, var and mean H[p_t] per voxel (NOTE [Voxel maps reduced on the fly])."""
 
     def __init__(self) -> None:
-        self.n = 0
-        self.mean = self.m2 = self.h = None
+        self.p, self.h = StreamingMoments(), StreamingMoments(variance=False)
 
-    def add(self, p: torch.Tensor) -> None:  # one pass, (C, *S)
-        self.n += 1
-        h = _entropy(p)
-        if self.mean is None:
-            self.mean, self.m2, self.h = p.clone(), torch.zeros_like(p), h
-            return
-        delta = p - self.mean
-        self.mean += delta / self.n
-        self.m2 += delta * (p - self.mean)
-        self.h += (h - self.h) / self.n
+    def add(self, p: torch.Tensor) -> None:  # a chunk of passes, (k, C, *S)
+        self.p.add(p)
+        self.h.add(torch_entropy(p, dim=1))
 
 
 def _mc_segment_iv(models, image, n_mc, chunk_size, multiple):
@@ -146,7 +141,7 @@ def mc_segment(
         See NOTE [Voxel maps reduced on the fly].
     device : "auto", "cpu", "cuda[:i]" or torch.device
     chunk_size : int, default 1
-        Passes per forward call; memory is O(chunk_size · C · |S|) for the outputs plus 2C + 1
+        Passes per forward call; memory is O(chunk_size · C · |S|) for the outputs plus 3C + 2
         maps of running statistics, independent of T.
     multiple : int, optional
         Pad spatial sizes to multiples of this (default: the models' ``multiple`` attribute).
@@ -175,29 +170,29 @@ def mc_segment(
         max(a, int(b)) for a, b in zip(shape, floor, strict=True))
     target = pad_multiple(target, multiple)
     xt = torch.from_numpy(pad_to(x, target))
-    total, ens_mean, ens_h = _Welford(), None, None
+    total = _PassStats()
+    ens = StreamingMoments(variance=False)  # over models: p̄_m (and H[p̄_m] below)
+    ens_h = StreamingMoments(variance=False)
     for m_idx, model in enumerate(models):
         net, dev = _model_on_device(model, device)
         xd = xt.to(dev)[None]
-        own = _Welford()
+        own = StreamingMoments(variance=False)
         for c, start in enumerate(range(0, max(n_mc, 1), chunk_size)):
             k = min(chunk_size, max(n_mc, 1) - start)
             logits = _forward(net, xd, k, n_mc > 0, child_seed(seed, m_idx, c), dev, roi,
                               overlap)
-            for i in range(k):
-                p = torch.softmax(logits[i].float(), dim=0)
-                total.add(p)
-                if len(models) > 1:
-                    own.add(p)
+            p = torch.softmax(logits.float(), dim=1)
             del logits
-        if len(models) > 1:  # running means over models of p̄_m and H[p̄_m]
-            h_m = _entropy(own.mean)
-            if ens_mean is None:
-                ens_mean, ens_h = own.mean, h_m
-            else:
-                ens_mean += (own.mean - ens_mean) / (m_idx + 1)
-                ens_h += (h_m - ens_h) / (m_idx + 1)
-    return _finish(total, ens_mean, ens_h, shape, n_mc, len(models))
+            total.add(p)
+            if len(models) > 1:
+                own.add(p)
+            del p
+        if len(models) > 1:
+            ens.add(own.mean[None])
+            ens_h.add(_entropy(own.mean)[None])
+    if len(models) > 1:
+        return _finish(total, ens.mean, ens_h.mean, shape, n_mc, len(models))
+    return _finish(total, None, None, shape, n_mc, len(models))
 
 
 def _check_roi(roi_size, ndim: int, multiple: int, overlap: float) -> tuple[int, ...] | None:
@@ -238,16 +233,15 @@ def _forward(net: nn.Module, x: torch.Tensor, k: int, mc: bool, seed: int,
             return run(batch)
 
 
-def _finish(total: _Welford, ens_mean, ens_h, shape, n_mc: int, n_models: int) -> VoxelMaps:
-    proba = total.mean
+def _finish(total: _PassStats, ens_mean, ens_h, shape, n_mc: int, n_models: int) -> VoxelMaps:
+    proba = total.p.mean
     entropy = _entropy(proba)
-    mi = (entropy - total.h).clamp_min(0.0)
+    mi = torch_mutual_info(entropy, total.h.mean)
     seg = proba.argmax(0)
-    var = (total.m2 / total.n).clamp_min(0.0)
-    std = var.gather(0, seg[None])[0].sqrt()
+    std = total.p.var.gather(0, seg[None])[0].sqrt()
     dis = None
     if ens_mean is not None:
-        dis = (_entropy(ens_mean) - ens_h).clamp_min(0.0)
+        dis = torch_mutual_info(_entropy(ens_mean), ens_h)
 
     def out(t: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(crop_to(t.float().cpu().numpy(), shape))

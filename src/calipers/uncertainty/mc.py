@@ -26,12 +26,9 @@ and draw the same masks as without caching, so the numbers agree up to float rou
 or when hooks registered on the Sequential container itself must run (the cached path calls the
 steps one by one). Any other model is called whole on the repeated input.
 
-# NOTE [Shifted sums]
-Means and variances over passes are accumulated in float64 as sums of ``d_t = v_t − v_1``, the
-difference from the batch's first pass: ``mean = v_1 + Σd/T``, ``var = Σd²/T − (Σd/T)²`` (ddof = 0).
-Shifting by a sample of the same distribution avoids the cancellation of ``E[v²] − E[v]²``
-(regression outputs can be large relative to their spread), and passes that are all equal
-(p = 0) give a variance and a mutual information of exactly zero.
+Each chunk of passes is folded into streaming statistics and dropped: means and variances with
+``StreamingMoments`` (NOTE [Streaming moments] in ``streaming.py``), the log likelihood with a
+streaming logsumexp; the measures themselves are in ``measures.py``.
 """
 
 from __future__ import annotations
@@ -46,25 +43,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from scipy.special import logsumexp, xlogy
 from torch import nn
 
-from calipers._checks import _check_finite, _check_positive_int, _look_up_option
+from calipers._checks import _check_finite, _check_positive_int
 from calipers._device import resolve_device
+from calipers._options import PredictionTask, look_up_option
 from calipers._seeds import child_seed, seeded_torch
+from calipers.uncertainty.measures import (
+    _check_tau,
+    gaussian_log_kernel,
+    mc_log_likelihood,
+    predictive_variance,
+    torch_entropy,
+    torch_mutual_info,
+)
+from calipers.uncertainty.streaming import StreamingLogSumExp, StreamingMoments
 
 __all__ = [
     "DROPOUT_TYPES", "TASKS", "MCClassification", "MCRegression", "has_dropout",
-    "mc_dropout_mode", "mc_predict", "mutual_information", "predictive_entropy",
-    "regression_log_likelihood",
+    "mc_dropout_mode", "mc_predict",
 ]
 
 #: The public dropout classes of ``torch.nn`` (subclasses count too).
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )
-#: Values of ``mc_predict(task=...)``.
-TASKS = ("classification", "regression")
+#: Values of ``mc_predict(task=...)`` (:class:`calipers._options.PredictionTask`).
+TASKS = tuple(t.value for t in PredictionTask)
 
 # Default chunk_size: batch rows × passes per forward call stay <= this many rows.
 _ROWS_PER_FORWARD = 8192
@@ -209,161 +214,33 @@ def mc_dropout_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.train(flag)
 
 
-# --------------------------------------------------------------------------- measures
-
-
-def _check_proba(p: ArrayLike, *, name: str) -> np.ndarray:
-    arr = np.asarray(p, dtype=np.float64)
-    _check_finite(arr, name=name)
-    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0 + 1e-6):
-        raise ValueError(
-            f"{name} must hold probabilities in [0, 1]; got values from {arr.min():.4g} to "
-            f"{arr.max():.4g}. Pass softmax(logits), not logits."
-        )
-    return arr
-
-
-def predictive_entropy(proba: ArrayLike, *, axis: int = -1) -> np.ndarray:
-    """Entropy ``H[p] = −Σ_c p_c log p_c`` in nats, with ``0 log 0 = 0``.
-
-    Parameters
-    ----------
-    proba : array_like of shape (..., C)
-        Probabilities, classes on ``axis``.
-    axis : int, default -1
-        The class axis.
-
-    Returns
-    -------
-    ndarray of shape ``proba.shape`` without ``axis``
-        0 for a one-hot vector, ``log C`` for the uniform distribution.
-    """
-    p = _check_proba(proba, name="proba")
-    return -np.sum(xlogy(p, p), axis=axis)
-
-
-def mutual_information(samples: ArrayLike, *, axis: int = -1) -> np.ndarray:
-    """BALD mutual information ``H[mean_t p_t] − mean_t H[p_t]`` in nats, clipped at 0.
-
-    Parameters
-    ----------
-    samples : array_like of shape (T, ..., C)
-        Per-pass probabilities, passes on axis 0, classes on ``axis``.
-    axis : int, default -1
-        The class axis of ``samples`` (not 0).
-
-    Returns
-    -------
-    ndarray of shape ``samples.shape`` without axes 0 and ``axis``
-        0 when all passes agree; at most ``log C``.
-    """
-    s = _check_proba(samples, name="samples")
-    if s.ndim < 2:
-        raise ValueError(
-            f"samples must have shape (T, ..., C) with passes on axis 0; got shape {s.shape}."
-        )
-    ax = axis + s.ndim if axis < 0 else axis
-    if not 0 < ax < s.ndim:
-        raise ValueError(
-            f"axis must name the class axis of samples (T, ..., C), one of 1..{s.ndim - 1} or "
-            f"-{s.ndim - 1}..-1; got {axis} (axis 0 holds the passes)."
-        )
-    expected = predictive_entropy(s, axis=ax).mean(axis=0)
-    total = predictive_entropy(s.mean(axis=0), axis=ax - 1)
-    return np.maximum(total - expected, 0.0)
-
-
-def _check_tau(tau: object, *, allow_none: bool) -> float | None:
-    if tau is None and allow_none:
-        return None
-    ok = isinstance(tau, (int, float, np.integer, np.floating)) and not isinstance(tau, bool)
-    if not ok or not math.isfinite(float(tau)) or float(tau) <= 0:
-        raise ValueError(
-            f"tau must be a positive finite precision (1 / noise variance, in 1/target units²); "
-            f"got {tau!r}. Gal & Ghahramani set τ = p·l² / (2·N·λ) or tune it on validation data."
-        )
-    return float(tau)
-
-
-def regression_log_likelihood(samples: ArrayLike, y: ArrayLike, tau: float) -> np.ndarray:
-    """Per-sample test log likelihood of MC-dropout regression (Gal & Ghahramani 2016, eq. 8).
-
-    ``ll = logsumexp_t(−τ/2·‖y − ŷ_t‖²) − log T − D/2·log 2π + D/2·log τ``: the log density of
-    ``y`` under the mixture of T Gaussians ``N(ŷ_t, I/τ)``; ``D`` is the number of outputs.
-
-    Parameters
-    ----------
-    samples : array_like of shape (T, N) or (T, N, *D)
-        Per-pass predictions ``ŷ_t``.
-    y : array_like of shape (N,) or (N, *D)
-        Targets, same units as ``samples``.
-    tau : float
-        Model precision τ > 0.
-
-    Returns
-    -------
-    ndarray of shape (N,)
-        Log likelihood per sample, nats; higher is better.
-    """
-    s = np.asarray(samples, dtype=np.float64)
-    t = np.asarray(y, dtype=np.float64)
-    tau = _check_tau(tau, allow_none=False)
-    if t.ndim < 1 or s.shape[1:] != t.shape or s.shape[0] < 1:
-        raise ValueError(
-            f"samples must have shape (T, *y.shape) = (T, {', '.join(map(str, t.shape))}) with "
-            f"T >= 1; got samples of shape {s.shape} and y of shape {t.shape}."
-        )
-    _check_finite(s, name="samples")
-    _check_finite(t, name="y")
-    n_mc, n = s.shape[0], t.shape[0]
-    sq = ((t[None] - s) ** 2).reshape(n_mc, n, -1).sum(axis=-1)
-    d = int(np.prod(t.shape[1:], dtype=np.int64))
-    return (
-        logsumexp(-0.5 * tau * sq, axis=0)
-        - math.log(n_mc)
-        - 0.5 * d * math.log(2 * math.pi)
-        + 0.5 * d * math.log(tau)
-    )
-
-
 # --------------------------------------------------------------------------- reducers
 
 
-def _entropy_t(p: torch.Tensor, dim: int) -> torch.Tensor:
-    return -torch.special.xlogy(p, p).sum(dim)
-
-
 class _ClassReducer:
-    """Running shifted sums over passes of p_t, p_t² and H[p_t] (NOTE [Shifted sums])."""
+    """Streaming moments over passes of p_t and H[p_t] (NOTE [Streaming moments])."""
 
     def __init__(self, keep: bool) -> None:
-        self.keep, self.ref, self.chunks = keep, None, []
+        self.keep, self.chunks = keep, []
+        self.p, self.h = StreamingMoments(), StreamingMoments(variance=False)
 
     def add(self, logits: torch.Tensor) -> None:  # (k, B, C, *S)
         p = torch.softmax(logits.double(), dim=2)
-        h = _entropy_t(p, dim=2)
-        if self.ref is None:
-            self.ref, self.ref_h = p[0].clone(), h[0].clone()
-            self.s1, self.s2 = torch.zeros_like(self.ref), torch.zeros_like(self.ref)
-            self.sh = torch.zeros_like(self.ref_h)
-        d = p - self.ref
-        self.s1 += d.sum(0)
-        self.s2 += (d * d).sum(0)
-        self.sh += (h - self.ref_h).sum(0)
+        self.p.add(p)
+        self.h.add(torch_entropy(p, dim=2))
         if self.keep:
             self.chunks.append(p.cpu())
 
-    def finish(self, n_mc: int) -> dict[str, torch.Tensor]:
-        m1 = self.s1 / n_mc
-        proba = self.ref + m1
-        entropy = _entropy_t(proba, dim=1)
-        expected = self.ref_h + self.sh / n_mc
+    def finish(self) -> dict[str, torch.Tensor]:
+        proba = self.p.mean
+        entropy = torch_entropy(proba, dim=1)
+        expected = self.h.mean
         out = {
             "proba": proba,
             "entropy": entropy,
             "expected_entropy": expected,
-            "mutual_info": (entropy - expected).clamp_min(0.0),
-            "std": (self.s2 / n_mc - m1 * m1).clamp_min(0.0).sqrt(),
+            "mutual_info": torch_mutual_info(entropy, expected),
+            "std": self.p.std,
         }
         if self.keep:
             out["samples"] = torch.cat(self.chunks)
@@ -371,46 +248,32 @@ class _ClassReducer:
 
 
 class _RegReducer:
-    """Running shifted sums of ŷ_t, ŷ_t², and a running logsumexp for the log likelihood."""
+    """Streaming moments of ŷ_t and a streaming logsumexp for the log likelihood."""
 
     def __init__(self, keep: bool, y: torch.Tensor | None, tau: float | None) -> None:
-        self.keep, self.y, self.tau, self.ref, self.chunks = keep, y, tau, None, []
+        self.keep, self.y, self.tau, self.chunks = keep, y, tau, []
+        self.v, self.lse = StreamingMoments(), StreamingLogSumExp()
 
     def add(self, out: torch.Tensor) -> None:  # (k, B, *D)
         v = out.double()
-        if self.ref is None:
-            self.ref = v[0].clone()
-            self.s1, self.s2 = torch.zeros_like(self.ref), torch.zeros_like(self.ref)
-            if self.y is not None:
-                self.y = _match_target(self.y, v.shape[1:])
-                self.lmax = torch.full(v.shape[1:2], -math.inf, dtype=v.dtype, device=v.device)
-                self.lsum = torch.zeros_like(self.lmax)
-        d = v - self.ref
-        self.s1 += d.sum(0)
-        self.s2 += (d * d).sum(0)
         if self.y is not None:
-            r = (self.y - v).reshape(v.shape[0], v.shape[1], -1)
-            a = -0.5 * self.tau * (r * r).sum(-1)  # (k, B)
-            new = torch.maximum(self.lmax, a.max(0).values)
-            self.lsum = self.lsum * torch.exp(self.lmax - new) + torch.exp(a - new).sum(0)
-            self.lmax = new
+            if self.lse.n == 0:
+                self.y = _match_target(self.y, v.shape[1:])
+            self.lse.add(gaussian_log_kernel(self.y, v, self.tau, event_dims=v.dim() - 2))
+        self.v.add(v)
         if self.keep:
             self.chunks.append(v.cpu())
 
-    def finish(self, n_mc: int) -> dict[str, torch.Tensor]:
-        m1 = self.s1 / n_mc
-        var_mc = (self.s2 / n_mc - m1 * m1).clamp_min(0.0)
+    def finish(self) -> dict[str, torch.Tensor]:
+        var_mc = self.v.var
         out = {
-            "mean": self.ref + m1,
-            "var": var_mc + (1.0 / self.tau if self.tau is not None else 0.0),
+            "mean": self.v.mean,
+            "var": predictive_variance(var_mc, self.tau),
             "std_mc": var_mc.sqrt(),
         }
         if self.y is not None:
-            d = self.ref[0].numel()
-            out["log_likelihood"] = (
-                self.lmax + self.lsum.log() - math.log(n_mc)
-                + 0.5 * d * (math.log(self.tau) - math.log(2 * math.pi))
-            )
+            out["log_likelihood"] = mc_log_likelihood(
+                self.lse.value, n_mc=self.lse.n, tau=self.tau, n_outputs=self.v.shift[0].numel())
         if self.keep:
             out["samples"] = torch.cat(self.chunks)
         return out
@@ -501,7 +364,7 @@ def _mc_predict_iv(model, x, y, *, n_mc, task, seed, device, batch_size, chunk_s
     n_mc = _check_positive_int(
         n_mc, name="n_mc", fix="Use n_mc = 30 or more passes ([mc] samples in a config)."
     )
-    task = _look_up_option(task, TASKS, what="task")
+    task = look_up_option(task, PredictionTask, name="task")
     seed = _check_positive_int(seed, name="seed", minimum=0, fix="Pass e.g. seed=0.")
     batch_size = _check_positive_int(batch_size, name="batch_size", fix="E.g. batch_size=1024.")
     tau = _check_tau(tau, allow_none=True)
@@ -606,7 +469,7 @@ def _mc_batch(plan: _Plan, trunk: list[nn.Module], head: list[nn.Module], b: int
         with seeded_torch(child_seed(plan.seed, b, c), plan.device):
             out = _run_steps(head, h.repeat(k, *reps))  # repeat copies: in-place dropout is safe
         reducer.add(_by_pass(out, k, rows, plan.task, where="output"))
-    return reducer.finish(plan.n_mc)
+    return reducer.finish()
 
 
 def mc_predict(
