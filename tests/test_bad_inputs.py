@@ -464,7 +464,8 @@ CASES = [
     Case("8-predict-out-is-a-file", _case_8_predict_out_is_file, 2, "is a file"),
     Case("8-env-out-is-a-folder", _case_8_env_out_dir, 2, "is a folder"),
     Case("9-permute-truncated-nifti", _case_9_permute_truncated, 2, "cut.nii.gz"),
-    Case("9-nan-model-output", _case_9_nan_output, 1, "network 'Wide'"),
+    Case("9-nan-model-output", _case_9_nan_output, 1, "network 'Wide', fold 0: the training loss",
+         untouched=False),  # a run-time failure: the run folder exists, no fold is done
     Case("9-lr-inf", _case_9_lr_inf, 2, "train.lr"),
     Case("9-damaged-metrics.json", _case_9_damaged_metrics_json, 2, "metrics.json"),
     Case("9-stratify-names-user-label", _case_9_stratify_names_label, 2, "class 5"),

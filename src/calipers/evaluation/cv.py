@@ -18,9 +18,11 @@ import torch
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.data import Dataset
+from calipers.evaluation.contracts import check_network
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
 from calipers.evaluation.train import TrainOptions, fit
+from calipers.exceptions import DataError, TrainingError
 from calipers.models import build_network
 from calipers.runs import atomic_path, atomic_write_json, fold_dir, fold_done, read_json, save_npz
 from calipers.uncertainty.mc import has_dropout, mc_predict
@@ -125,9 +127,12 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
                               n_outputs=data.n_outputs)
     epoch_cb = progress.epoch if progress is not None else None
     with seeded_torch(child_seed(spec.seed, "train", spec.network, spec.split)):
-        fitted = fit(model, X_tr, y_tr, task=data.task, options=spec.options,
-                     seed=child_seed(spec.seed, "order", spec.network, spec.split),
-                     progress=epoch_cb)
+        try:
+            fitted = fit(model, X_tr, y_tr, task=data.task, options=spec.options,
+                         seed=child_seed(spec.seed, "order", spec.network, spec.split),
+                         progress=epoch_cb)
+        except TrainingError as exc:  # say which network and fold
+            raise TrainingError(f"network {spec.network!r}, fold {spec.split}: {exc}") from None
     pred = _predict(model, X_te, data.task, spec, fitted.device)
     if data.task == "classification":
         metrics = score_classification(y_te, pred["proba"])
@@ -160,11 +165,18 @@ def _save_fold(run_dir: Path, result: FoldResult, spec: FoldSpec) -> None:
 
 def _load_fold(run_dir: Path, network: str, split: int) -> FoldResult:
     d = fold_dir(run_dir, network, split)
-    info = read_json(d / "metrics.json")
-    with np.load(d / "predictions.npz", allow_pickle=False) as npz:
-        pred = {k: npz[k] for k in npz.files}
-    return FoldResult(network, split, info["metrics"], pred, tuple(info["losses"]),
-                      float(info["seconds"]), True)
+    try:
+        info = read_json(d / "metrics.json")
+        with np.load(d / "predictions.npz", allow_pickle=False) as npz:
+            pred = {k: npz[k] for k in npz.files}
+        return FoldResult(network, split, info["metrics"], pred, tuple(info["losses"]),
+                          float(info["seconds"]), True)
+    except Exception as exc:  # zipfile, zlib, JSON, missing keys: a damaged or foreign file
+        what = f"lacks the key {exc}" if isinstance(exc, KeyError) else \
+            f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{d}: the saved fold cannot be read (metrics.json / predictions.npz "
+                        f"{what}). Delete the folder {d} and rerun `calipers cv` with the same "
+                        "--out to recompute it.") from None
 
 
 @dataclass(frozen=True)
@@ -189,7 +201,10 @@ class CVResult:
         return np.concatenate([r.predictions[key] for r in self.results[network]])
 
 
-def _check_networks(networks: Mapping[str, NetworkSpec], data: Dataset, n_mc: int) -> None:
+def _check_networks(networks: Mapping[str, NetworkSpec], data: Dataset, n_mc: int, *,
+                    active_dropout: bool = False) -> None:
+    """Build each network once and check it before anything is written: dropout for MC
+    (``active_dropout``: with p > 0, as experiments require) and NOTE [Output contract]."""
     if not networks:
         raise ValueError("no networks given; add at least one [networks.NAME] table.")
     for name, spec in networks.items():
@@ -201,6 +216,8 @@ def _check_networks(networks: Mapping[str, NetworkSpec], data: Dataset, n_mc: in
                 f"asks for {n_mc} samples. Add nn.Dropout(p) before its last layer (or pass "
                 f"dropout > 0 in args), or set [mc] samples = 0 to skip MC dropout."
             )
+        check_network(probe, data.X[:2], task=data.task, n_outputs=data.n_outputs,
+                      network=f"{name!r} ({spec.describe()})", n_mc=n_mc if active_dropout else 0)
 
 
 def cross_validate(

@@ -21,6 +21,7 @@ from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.summary import RunSummary, summarize, write_summary
+from calipers.fingerprint import check_data, data_fingerprint, write_data
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
@@ -110,11 +111,14 @@ def run_experiment(
     else:
         folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
                            seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups,
-                           shuffle=config.cv.shuffle)
+                           shuffle=config.cv.shuffle, class_labels=data.classes)
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
+    data_fp = data_fingerprint([data.X, data.y, data.groups], path=d.path)
+    check_data(run_dir, data_fp)  # NOTE [Data fingerprint]
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
-    _check_networks(networks, data, config.mc.samples)  # before anything is written
+    _check_networks(networks, data, config.mc.samples,
+                    active_dropout=True)  # before anything is written
     reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}
     if config.search is not None:
         for name, why in reasons.items():
@@ -125,6 +129,7 @@ def run_experiment(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
+    write_data(run_dir, data_fp)
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)

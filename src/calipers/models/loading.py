@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-__all__ = ["build_network", "resolve_callable"]
+__all__ = ["add_model_dir", "build_network", "resolve_callable"]
+
+_MODEL_DIRS: list[Path] = []  # folders of loaded configs (NOTE [Config folder imports])
+
+
+def add_model_dir(path: str | os.PathLike[str]) -> None:
+    """Let ``"module:callable"`` names import ``module`` from ``path`` too.
+
+    # NOTE [Config folder imports]
+    :func:`calipers.config.load_config` adds the config's folder, so ``model =
+    "mymodels:Net"`` finds ``mymodels.py`` beside the config without PYTHONPATH. Installed
+    packages and PYTHONPATH come first; the folder is on ``sys.path`` only during the import.
+    A config names code that calipers imports and runs: run only configs you trust.
+    """
+    p = Path(path).resolve()
+    if p not in _MODEL_DIRS:
+        _MODEL_DIRS.append(p)
+
+
+def _import(mod_name: str):
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        top = mod_name.split(".")[0]
+        dirs = [str(d) for d in _MODEL_DIRS if (d / top).is_dir() or (d / f"{top}.py").is_file()]
+        if exc.name != top or not dirs:
+            raise
+    sys.path[:0] = dirs
+    try:
+        return importlib.import_module(mod_name)
+    finally:
+        for d in dirs:
+            sys.path.remove(d)
 
 
 def resolve_callable(spec: str | Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -23,11 +58,11 @@ def resolve_callable(spec: str | Callable[..., nn.Module]) -> Callable[..., nn.M
         )
     mod_name, attr = spec.split(":")
     try:
-        module = importlib.import_module(mod_name)
+        module = _import(mod_name)
     except ImportError as exc:
         raise ValueError(
             f"cannot import module {mod_name!r} for model {spec!r}: {exc}. Check the spelling and "
-            "that the module is on PYTHONPATH (or installed)."
+            "that the module is beside the config, on PYTHONPATH, or installed."
         ) from exc
     try:
         fn = getattr(module, attr)

@@ -25,6 +25,7 @@ import numpy as np
 
 from calipers._seeds import child_seed, seeded_torch
 from calipers.config import ExperimentConfig
+from calipers.evaluation.contracts import check_network
 from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, cross_validate
 from calipers.evaluation.folds import make_folds
 from calipers.evaluation.metrics import dice_per_class, uncertainty_auroc
@@ -32,6 +33,7 @@ from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.runner import ExperimentResult, _check_resume, finish_run
+from calipers.fingerprint import check_data, data_fingerprint, write_data
 from calipers.models import build_network
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
@@ -59,6 +61,8 @@ def _check_networks(networks: dict[str, NetworkSpec], data: SegmentationData, n_
         if any(s % m for s in data.input_shape[1:]):
             raise ConfigError(f"network {name!r} needs sizes divisible by {m}; the data are "
                               f"padded to {data.input_shape[1:]}. Use fewer levels in channels.")
+        check_network(probe, data.X[:1], task="segmentation", n_outputs=data.n_outputs,
+                      network=f"{name!r} ({spec.describe()})", n_mc=n_mc)
 
 
 def _preview(x: np.ndarray) -> np.ndarray:
@@ -150,7 +154,8 @@ def run_segmentation_experiment(
     and mutual information, and the voxel AUROC of entropy for detecting wrong voxels.
     """
     run_dir = Path(run_dir)
-    data = load_segmentation(config.data.path, kind=config.data.kind, multiple=_MULTIPLE)
+    data = load_segmentation(config.data.path, kind=config.data.kind, multiple=_MULTIPLE,
+                             missing_labels=config.data.missing_labels or "error")
     if config.cv.splits is not None:
         folds = read_splits(config.cv.splits, n_samples=data.n_samples)
     else:
@@ -159,12 +164,15 @@ def run_segmentation_experiment(
                            shuffle=config.cv.shuffle)
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
+    data_fp = data_fingerprint([data.X, data.y], path=config.data.path, names=data.names)
+    check_data(run_dir, data_fp)  # NOTE [Data fingerprint]
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
     atomic_write_json(run_dir / "segmentation.json", _data_info(data, config))
+    write_data(run_dir, data_fp)
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
