@@ -365,7 +365,7 @@ def _case_9_latin1_csv(tmp):
 
 def _case_10_predict_mc_negative(tmp):
     d = _images(tmp, "x.nii.gz")
-    return _predict_args(tmp, d, tmp / "seg")[:-1] + ["-q", "--mc", "-1"]
+    return [*_predict_args(tmp, d, tmp / "seg")[:-1], "-q", "--mc", "-1"]
 
 
 def _case_10_permute_c_negative(tmp):
@@ -373,7 +373,7 @@ def _case_10_permute_c_negative(tmp):
 
 
 def _case_10_permute_n_one(tmp):
-    return _permute(tmp)[:-1] + ["-q", "-n", "1"]
+    return [*_permute(tmp)[:-1], "-q", "-n", "1"]
 
 
 def _case_10_permute_one_sample_with_design(tmp):

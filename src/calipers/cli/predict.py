@@ -35,7 +35,8 @@ def predict(
 
     Writes NAME_seg, NAME_entropy, NAME_mi, NAME_std (NAME_disagreement for an ensemble) and
     summary.csv into --out, which must not be or lie inside --in (nor --in inside --out);
-    existing outputs are replaced only with --overwrite. Exits 1 if any file failed (the others are written), 2 on bad input.
+    existing outputs are replaced only with --overwrite. Exits 1 if any file failed (the
+    others are written), 2 on bad input.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

@@ -138,8 +138,8 @@ def make_folds(
         if n_folds > counts.min():
             raise ValueError(
                 f"n_folds={n_folds} is more than the {counts.min()} samples of class "
-                f"{_label(labels[counts.argmin()].item(), class_labels)!r}: stratified folds need every class in "
-                "every fold. "
+                f"{_label(labels[counts.argmin()].item(), class_labels)!r}: stratified folds "
+                "need every class in every fold. "
                 f"Set [cv] folds <= {counts.min()} or stratify = false."
             )
     train, test, rep, fold = [], [], [], []
