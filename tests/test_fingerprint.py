@@ -68,3 +68,10 @@ def test_check_same_data(tmp_path, rng):
     notes = check_same_data([tmp_path / "a", tmp_path / "old"])
     assert len(notes) == 1 and "old has no data.json" in notes[0]
     assert check_same_data([tmp_path / "old", tmp_path / "old"]) == []
+
+
+def test_no_data_json_for_an_older_run_with_finished_folds(tmp_path, rng):
+    (tmp_path / "A" / "fold-00").mkdir(parents=True)
+    (tmp_path / "A" / "fold-00" / "metrics.json").write_text("{}")
+    write_data(tmp_path, data_fingerprint([rng.normal(size=(3, 2))]))
+    assert not (tmp_path / "data.json").exists()

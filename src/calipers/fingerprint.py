@@ -117,9 +117,11 @@ def _diff(old: list[dict], new: list[dict]) -> str:
 
 
 def write_data(run_dir: str | os.PathLike[str], fp: dict[str, Any]) -> None:
-    """Write ``RUN/data.json`` (once: the first session's data are the run's)."""
+    """Write ``RUN/data.json`` once: the first session's data are the run's. A run folder
+    that already holds finished folds but no ``data.json`` (made by an older calipers) gets
+    none: its folds' data are unknown, and recording today's would vouch for them."""
     path = Path(run_dir) / DATA_FILE
-    if not path.is_file():
+    if not path.is_file() and not any(Path(run_dir).glob("*/fold-*/metrics.json")):
         atomic_write_json(path, fp)
 
 
