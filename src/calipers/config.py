@@ -2,7 +2,8 @@
 
 Keys follow design §3::
 
-    [data]     kind (digits|arrays|images|table|uci|nifti|png), path, task, target, group
+    [data]     kind (digits|arrays|images|table|uci|nifti|png), path, task, target, group,
+               missing_labels (segmentation: "error", the default, or "skip" with a warning)
     [cv]       folds, repeats, seed, stratify, shuffle, splits (predefined splits instead of a
                splitter)
     [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic, batched
@@ -23,11 +24,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from calipers._options import DeviceKind, did_you_mean
+from calipers._paths import add_model_dir
 from calipers.exceptions import ConfigError
 
 __all__ = ["ExperimentConfig", "load_config", "parse_config"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_RUN_FILES = frozenset({"config.toml", "env.json", "folds.json", "metrics.csv", "summary.json",
+                        "report.html", "segmentation.json", "data.json"})
 
 
 class _Section(BaseModel):
@@ -40,6 +44,7 @@ class DataConfig(_Section):
     task: Literal["classification", "regression", "segmentation"] = "classification"
     target: str | None = None
     group: str | None = None
+    missing_labels: Literal["error", "skip"] | None = None  # segmentation; None means "error"
 
 
 class CVConfig(_Section):
@@ -54,8 +59,8 @@ class CVConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False
@@ -65,6 +70,13 @@ class TrainConfig(_Section):
     @classmethod
     def _device(cls, v: str) -> str:
         v = v.strip().lower()
+        if v == "mps":
+            import torch
+
+            if not torch.backends.mps.is_available():
+                raise ValueError("'mps' (an Apple GPU) is not available on this machine; use "
+                                 "'auto' (CUDA when present, else the CPU) or 'cpu'")
+            return v
         if v in tuple(DeviceKind) or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
         hint = did_you_mean(v.partition(":")[0], DeviceKind)
@@ -73,7 +85,7 @@ class TrainConfig(_Section):
 
 class MCConfig(_Section):
     samples: int = Field(30, ge=0)
-    tau: float | None = Field(None, gt=0)
+    tau: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class SearchConfig(_Section):
@@ -131,6 +143,10 @@ class ExperimentConfig(_Section):
         if bad:
             raise ValueError(f"network names become folder names: use letters, digits, '_', '-' "
                              f"or '.' only, got {bad}")
+        taken = [n for n in v if n.lower() in _RUN_FILES]
+        if taken:
+            raise ValueError(f"{taken} would be the folder of a file the run folder holds "
+                             f"({', '.join(sorted(_RUN_FILES))}); rename the network")
         return v
 
     def to_toml(self) -> str:
@@ -237,7 +253,12 @@ def _check_search(cfg: ExperimentConfig) -> None:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment TOML file."""
+    """Read and validate an experiment TOML file.
+
+    The config's own folder becomes a place to import ``model = "module:callable"`` from
+    (after the installed packages and PYTHONPATH): a config names code that calipers runs, so
+    run only configs you trust, as you would a script.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {p} does not exist.")
@@ -245,7 +266,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p} is not valid TOML: {exc}") from None
-    return parse_config(raw, base_dir=p.parent)
+    cfg = parse_config(raw, base_dir=p.parent)
+    add_model_dir(p.parent)  # "mymodels:Net" may name mymodels.py beside the config
+    return cfg
 
 
 def _toml_value(v: Any) -> str:

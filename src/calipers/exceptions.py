@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CalipersWarning", "ConfigError", "DataError", "FoldMismatchError"]
+__all__ = ["CalipersWarning", "ConfigError", "DataError", "FoldMismatchError", "TrainingError"]
 
 
 class CalipersWarning(UserWarning):
@@ -19,3 +19,7 @@ class DataError(ValueError):
 
 class FoldMismatchError(ValueError):
     """Two runs were made on different folds and cannot be compared pairwise."""
+
+
+class TrainingError(RuntimeError):
+    """Training failed at run time (the loss became NaN or infinite); not a data error."""

@@ -94,7 +94,7 @@ def test_other_bad_inputs(rng):
         permutation_test(y, x, device="cpu")
     with pytest.raises(ValueError, match=r"contrast 1 is all zeros"):
         permutation_test(y, x, [[0, 0]], device="cpu")
-    with pytest.raises(ValueError, match=r"n_permutations must be an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"n_permutations must be an integer >= 2; got 0"):
         permutation_test(y, n_permutations=0, device="cpu")
     with pytest.raises(ValueError, match=r"TFCE and cluster inference need the voxel grid"):
         permutation_test(y, tfce=True, device="cpu")

@@ -17,6 +17,8 @@ from rich.table import Table
 from calipers.cli.permute import permute
 from calipers.cli.predict import predict
 from calipers.cli.repro import env, repro
+from calipers.exceptions import TrainingError
+from calipers.experiment.tasks import TaskError
 
 __all__ = ["app", "main"]
 
@@ -40,6 +42,13 @@ def _user_errors():
     except (ValueError, FileNotFoundError) as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
+    except (OSError, TrainingError, TaskError) as exc:  # run-time failures (full disk, NaN loss)
+        causes = list(exc.failures.values()) if isinstance(exc, TaskError) else [exc]
+        hint = " Finished folds are kept; rerun the same command to resume." if any(
+            isinstance(c, OSError) for c in causes) else ""
+        code = 2 if all(isinstance(c, (ValueError, FileNotFoundError)) for c in causes) else 1
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}{hint}", highlight=False)
+        raise typer.Exit(code) from None
 
 
 class _RichCVProgress:
@@ -168,15 +177,23 @@ def compare_command(
     alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
+    allow_different_data: Annotated[bool, typer.Option(
+        "--allow-different-data", help="Compare runs whose data fingerprints differ.")] = False,
 ) -> None:
     """Paired comparison of finished runs: corrected t, McNemar, P(B>A), verdict.
 
     Example: calipers compare runs/demo --a A --b B --metric nll
     """
+    import warnings
+
     from calipers.experiment.summary import compare_runs
 
-    with _user_errors():
-        summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha)
+    with _user_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha,
+                               allow_different_data=allow_different_data)
+    for w in caught:
+        err_console.print(f"[yellow]Note:[/] {escape(str(w.message))}", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
     else:

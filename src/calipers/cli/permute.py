@@ -18,7 +18,11 @@ def permute(
     inputs: list[str] = typer.Option(
         ..., "-i", "--input", help="4-D NIfTI, or 3-D NIfTI/Analyze files or a glob (repeat -i)."
     ),
-    output: str = typer.Option(..., "-o", "--output", help="Output prefix, e.g. out/grp."),
+    output: str = typer.Option(
+        ..., "-o", "--output",
+        help="Output prefix, e.g. out/grp (out/grp_tstat1.nii.gz ...); out/ writes "
+             "out/tstat1.nii.gz ...",
+    ),
     design: Path | None = typer.Option(None, "-d", "--design", help="Design (.mat VEST or CSV)."),
     tcon: Path | None = typer.Option(None, "-t", "--tcon", help="t-contrasts (.con or CSV)."),
     fcon: Path | None = typer.Option(None, "-f", "--fcon", help="F-tests (.fts)."),
@@ -26,12 +30,14 @@ def permute(
     one_sample: bool = typer.Option(
         False, "-1", "--one-sample", help="One-sample test (sign flips)."
     ),
-    n_perm: int = typer.Option(5000, "-n", "--num-perm", help="Number of permutations."),
+    n_perm: int = typer.Option(5000, "-n", "--num-perm", min=2, help="Number of permutations."),
     vox_corrp: bool = typer.Option(False, "-x", "--corrp", help="Write voxelwise FWE images."),
     uncorrp: bool = typer.Option(False, "--uncorrp", help="Write uncorrected p images."),
     tfce: bool = typer.Option(False, "-T", "--tfce", help="TFCE (H=2, E=0.5, C=6)."),
-    cluster_t: float | None = typer.Option(None, "-c", help="Cluster-extent threshold."),
-    cluster_m: float | None = typer.Option(None, "-C", help="Cluster-mass threshold."),
+    cluster_t: float | None = typer.Option(None, "-c", min=0,
+                                           help="Cluster-extent threshold (> 0)."),
+    cluster_m: float | None = typer.Option(None, "-C", min=0,
+                                           help="Cluster-mass threshold (> 0)."),
     groups: Path | None = typer.Option(None, "-e", help="Exchangeability blocks (.grp)."),
     demean: bool = typer.Option(False, "-D", help="Demean data and design."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random permutations."),
@@ -41,6 +47,9 @@ def permute(
     tfce_e: float = typer.Option(0.5, "--tfce_E", help="TFCE extent exponent."),
     tfce_c: int = typer.Option(6, "--tfce_C", help="TFCE connectivity (6, 18, 26)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's outputs of this prefix."
+    ),
 ) -> None:
     """Permutation inference on images with FSL randomise's flags and output names.
 
@@ -81,6 +90,7 @@ def permute(
                 cluster_mass_threshold=cluster_m, exchangeability_blocks=groups, demean=demean,
                 vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp, seed=seed, device=device,
                 tfce_H=tfce_h, tfce_E=tfce_e, tfce_connectivity=tfce_c, progress=_update,
+                overwrite=overwrite,
             )
     except (ValueError, FileNotFoundError, OSError) as exc:
         err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)

@@ -20,18 +20,23 @@ def predict(
     model: Path = typer.Option(..., "--model", help="Run folder or checkpoint file (.pt)."),
     in_dir: Path = typer.Option(..., "--in", help="Folder of .nii/.nii.gz/.png images."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
-    mc: int = typer.Option(20, "--mc", help="MC-dropout passes per model (0: deterministic)."),
+    mc: int = typer.Option(20, "--mc", min=0,
+                           help="MC-dropout passes per model (0: deterministic)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:<i>."),
     network: str | None = typer.Option(None, "--network", help="Network of a run folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the dropout masks."),
     roi: str | None = typer.Option(None, "--roi", help="Sliding-window size, e.g. 48,64,48 "
                                    "(for images larger than the training shape)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace outputs that already exist in --out."),
 ) -> None:
     """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out).
 
     Writes NAME_seg, NAME_entropy, NAME_mi, NAME_std (NAME_disagreement for an ensemble) and
-    summary.csv into --out. Exits 1 if any file failed (the others are written), 2 on bad input.
+    summary.csv into --out, which must not be or lie inside --in (nor --in inside --out);
+    existing outputs are replaced only with --overwrite. Exits 1 if any file failed (the
+    others are written), 2 on bad input.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -55,7 +60,7 @@ def predict(
                 bar.update(task, completed=done, total=total, description=name)
 
             res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
-                                 progress=step, roi_size=roi_size)
+                                 progress=step, roi_size=roi_size, overwrite=overwrite)
     except (ValueError, FileNotFoundError, DataError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None

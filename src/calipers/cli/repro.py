@@ -62,6 +62,8 @@ def env(
         if out is not None and export is None:
             raise ValueError("--out needs --export FORMAT (conda, pip, docker or apptainer); "
                              "for the fingerprint use --json > FILE.")
+        if out is not None and out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a file name, e.g. {out}/Dockerfile.")
         record = load_env(from_run) if from_run is not None else fingerprint()
         if export is not None:
             source = f"{from_run}/env.json" if from_run is not None else "calipers env"

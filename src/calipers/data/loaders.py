@@ -42,6 +42,13 @@ def _existing(path: str | os.PathLike[str], what: str, key: str = "data.path") -
 def load_arrays(path: str | os.PathLike[str], *, task: str = "classification") -> Dataset:
     """An ``.npz`` file with arrays ``X`` (n_samples, ...) and ``y`` (n_samples,) [, ``groups``]."""
     p = _existing(path, "arrays file")
+    if p.is_dir():
+        raise DataError(f"arrays file {p} is a folder; data.path must name an .npz file.")
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise DataError(f"{p} is not an .npz file (it is not a zip archive; starts with "
+                        f"{magic!r}). Save one with np.savez(path, X=X, y=y).")
     try:
         with np.load(p, allow_pickle=False) as npz:
             missing = [k for k in ("X", "y") if k not in npz.files]
@@ -65,6 +72,9 @@ def load_images(path: str | os.PathLike[str]) -> Dataset:
     from PIL import Image, UnidentifiedImageError
 
     root = _existing(path, "image folder")
+    if not root.is_dir():
+        raise DataError(f"data.path {root} must be a folder holding one subfolder of images "
+                        "per class (data.kind = 'images'); it is a file.")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
     if len(class_dirs) < 2:
         raise DataError(f"{root} must hold one subfolder per class (at least 2); "
@@ -96,8 +106,15 @@ def load_table(
 ) -> Dataset:
     """A CSV with a header row; ``target`` names the target column, other columns are features."""
     p = _existing(path, "table")
-    with p.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    if p.is_dir():
+        raise DataError(f"table {p} is a folder; data.path must name a .csv file.")
+    try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+                        f"{exc.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
+                        "iconv -f latin1 -t utf-8).") from None
     if len(rows) < 3:
         raise DataError(f"{p} needs a header row and at least 2 data rows; "
                         f"it has {len(rows)} rows.")

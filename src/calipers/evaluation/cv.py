@@ -23,7 +23,7 @@ from calipers.data import Dataset
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
 from calipers.evaluation.train import TrainOptions, fit
-from calipers.exceptions import DataError
+from calipers.exceptions import DataError, TrainingError
 from calipers.models import build_network
 from calipers.runs import atomic_path, atomic_write_json, fold_dir, read_json, save_npz
 from calipers.uncertainty.mc import mc_predict
@@ -131,9 +131,12 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
                               n_outputs=data.n_outputs)
     epoch_cb = progress.epoch if progress is not None else None
     with seeded_torch(child_seed(spec.seed, "train", spec.network, spec.split)):
-        fitted = fit(model, X_tr, y_tr, task=data.task, options=spec.options,
-                     seed=child_seed(spec.seed, "order", spec.network, spec.split),
-                     progress=epoch_cb)
+        try:
+            fitted = fit(model, X_tr, y_tr, task=data.task, options=spec.options,
+                         seed=child_seed(spec.seed, "order", spec.network, spec.split),
+                         progress=epoch_cb)
+        except TrainingError as exc:  # say which network and fold
+            raise TrainingError(f"network {spec.network!r}, fold {spec.split}: {exc}") from None
     pred = _predict(model, X_te, data.task, spec, fitted.device)
     if data.task == "classification":
         metrics = score_classification(y_te, pred["proba"])
@@ -191,16 +194,19 @@ def save_fold(run_dir: str | Path, result: FoldResult, spec: FoldSpec) -> Path:
 def load_fold(run_dir: str | Path, network: str, split: int) -> FoldResult:
     """Read a fold written by :func:`save_fold` (``resumed=True``; no weights)."""
     d = fold_dir(run_dir, network, split)
-    info = read_json(d / "metrics.json")
-    with np.load(d / "predictions.npz", allow_pickle=False) as npz:
-        pred = {k: npz[k] for k in npz.files}
     try:
+        info = read_json(d / "metrics.json")
+        with np.load(d / "predictions.npz", allow_pickle=False) as npz:
+            pred = {k: npz[k] for k in npz.files}
         metrics = {k: (float("nan") if v is None else v) for k, v in info["metrics"].items()}
         return FoldResult(network, split, metrics, pred, tuple(info["losses"]),
                           float(info["seconds"]), True, undefined=info.get("undefined", {}))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{d / 'metrics.json'} lacks {exc} or is not in the layout calipers "
-                        "writes; delete the fold folder and rerun to recompute it.") from exc
+    except Exception as exc:  # zipfile, zlib, JSON, missing keys: a damaged or foreign file
+        what = f"lacks the key {exc}" if isinstance(exc, KeyError) else \
+            f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{d}: the saved fold cannot be read (metrics.json / predictions.npz "
+                        f"{what}). Delete the folder {d} and rerun `calipers cv` with the same "
+                        "--out to recompute it.") from None
 
 
 def fold_task(

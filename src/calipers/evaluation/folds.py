@@ -94,6 +94,13 @@ class Folds:
         return folds
 
 
+def _label(code, class_labels: tuple | None):
+    """The user's label of class ``code`` (a code of ``Dataset.y``), when known."""
+    if class_labels and isinstance(code, int) and 0 <= code < len(class_labels):
+        return class_labels[code]
+    return code
+
+
 def make_folds(
     y: np.ndarray,
     *,
@@ -103,6 +110,7 @@ def make_folds(
     stratify: bool = True,
     groups: np.ndarray | None = None,
     shuffle: bool = True,
+    class_labels: tuple | None = None,
 ) -> Folds:
     """Shuffled K-fold splits, repeated ``n_repeats`` times with different shuffles.
 
@@ -111,6 +119,8 @@ def make_folds(
     Repeat r shuffles with ``child_seed(seed, "cv", r)`` (NOTE [Task seeds] in ``_seeds.py``).
     ``shuffle=False`` keeps the data order: each test fold of ``KFold`` is a contiguous block
     (for serial sections or time series, whose neighbours are correlated); one repeat only.
+    ``class_labels`` (the user's labels of the codes in ``y``, ``Dataset.classes``) only names
+    classes in messages.
     """
     y = np.asarray(y)
     n = y.shape[0]
@@ -133,8 +143,8 @@ def make_folds(
         if n_folds > counts.min():
             raise ValueError(
                 f"n_folds={n_folds} is more than the {counts.min()} samples of class "
-                f"{labels[counts.argmin()].item()!r}: stratified folds need every class in "
-                "every fold. "
+                f"{_label(labels[counts.argmin()].item(), class_labels)!r}: stratified folds "
+                "need every class in every fold. "
                 f"Set [cv] folds <= {counts.min()} or stratify = false."
             )
     train, test, rep, fold = [], [], [], []

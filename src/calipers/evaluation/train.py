@@ -6,6 +6,7 @@ can later be stacked into one batched model (design §2).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -19,6 +20,7 @@ from calipers._checks import _check_positive_int, _look_up_option
 from calipers._device import resolve_device
 from calipers._options import Task
 from calipers._seeds import torch_generator
+from calipers.exceptions import TrainingError
 
 __all__ = ["FitResult", "TrainOptions", "fit"]
 
@@ -148,6 +150,11 @@ def fit(
             scaler.update()
             total += float(loss.detach()) * idx.numel()
         losses.append(total / n)
+        if not math.isfinite(losses[-1]):
+            raise TrainingError(
+                f"the training loss became {losses[-1]} in epoch {epoch + 1} (lr = {opts.lr:g}): "
+                "the network's outputs or gradients overflowed. Lower [train] lr, or check the "
+                "network's forward pass for NaN (log of 0, division by 0).")
         if progress is not None:
             progress(epoch + 1, opts.epochs, losses[-1])
     return FitResult(tuple(losses), time.perf_counter() - t0, str(device), use_amp)

@@ -23,6 +23,7 @@ import torch
 
 from calipers._checks import _look_up_option
 from calipers.batched.cv import SearchSettings, batched_reason, stacked_task
+from calipers.evaluation.contracts import check_network
 from calipers.evaluation.cv import (
     CVProgress,
     CVResult,
@@ -70,9 +71,12 @@ RUNNERS: dict[str, Runner] = {
 }
 
 
-def check_networks(networks: Mapping[str, NetworkSpec], data: Any, *, n_mc: int) -> None:
+def check_networks(networks: Mapping[str, NetworkSpec], data: Any, *, n_mc: int,
+                   active_dropout: bool = False) -> None:
     """Build each network once on ``data``'s shapes and refuse, before any training, one that
-    cannot run: no dropout module while ``n_mc > 0``, or what the task's runner refuses."""
+    cannot run: no dropout module while ``n_mc > 0``, an output that does not fit the task
+    (NOTE [Output contract]), dropout that is off (p = 0) while ``n_mc > 0`` and
+    ``active_dropout`` (experiments ask for it), or what the task's runner refuses."""
     if not networks:
         raise ConfigError("no networks given; add at least one [networks.NAME] table.")
     runner = RUNNERS[_look_up_option(data.task, RUNNERS, what="task")]
@@ -88,6 +92,10 @@ def check_networks(networks: Mapping[str, NetworkSpec], data: Any, *, n_mc: int)
             )
         if runner.check_network is not None:
             runner.check_network(name, probe, data)
+        probe_rows = 1 if data.task == "segmentation" else 2
+        check_network(probe, data.X[:probe_rows], task=data.task, n_outputs=data.n_outputs,
+                      network=f"{name!r} ({spec.describe()})",
+                      n_mc=n_mc if (active_dropout or data.task == "segmentation") else 0)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from calipers.exceptions import ConfigError
 from calipers.experiment.engine import check_networks, cross_validate
 from calipers.experiment.summary import RunSummary, summarize, write_summary
 from calipers.experiment.tasks import Executor
+from calipers.repro.data_fingerprint import check_data, data_fingerprint, write_data
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
@@ -95,6 +96,7 @@ class _Setup:
     data: Any
     folds: Folds
     files: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = None   # NOTE [Data fingerprint]
 
 
 def _setup_table(config: ExperimentConfig) -> _Setup:
@@ -105,20 +107,23 @@ def _setup_table(config: ExperimentConfig) -> _Setup:
     else:
         folds = make_folds(data.y, n_folds=config.cv.folds, n_repeats=config.cv.repeats,
                            seed=config.cv.seed, stratify=config.cv.stratify, groups=data.groups,
-                           shuffle=config.cv.shuffle)
-    return _Setup(data, folds)
+                           shuffle=config.cv.shuffle, class_labels=data.classes)
+    return _Setup(data, folds, fingerprint=data_fingerprint([data.X, data.y, data.groups],
+                                                           path=d.path))
 
 
 def _setup_segmentation(config: ExperimentConfig) -> _Setup:
-    data = load_segmentation(config.data.path, kind=config.data.kind, multiple=MULTIPLE)
+    data = load_segmentation(config.data.path, kind=config.data.kind, multiple=MULTIPLE,
+                             missing_labels=config.data.missing_labels or "error")
     if config.cv.splits is not None:
         folds = read_splits(config.cv.splits, n_samples=data.n_samples)
     else:
         folds = make_folds(np.zeros(data.n_samples), n_folds=config.cv.folds,
                            n_repeats=config.cv.repeats, seed=config.cv.seed, stratify=False,
                            shuffle=config.cv.shuffle)
+    fp = data_fingerprint([data.X, data.y], path=config.data.path, names=data.names)
     return _Setup(data, folds,
-                  {"segmentation.json": segmentation_info(data, n_mc=config.mc.samples)})
+                  {"segmentation.json": segmentation_info(data, n_mc=config.mc.samples)}, fp)
 
 
 #: How each ``[data] task`` loads its data and folds (the fold runners: engine.RUNNERS).
@@ -154,8 +159,10 @@ def run_experiment(
     data, folds = setup.data, setup.folds
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
+    check_data(run_dir, setup.fingerprint)  # NOTE [Data fingerprint]
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
-    check_networks(networks, data, n_mc=config.mc.samples)  # before anything is written
+    check_networks(networks, data, n_mc=config.mc.samples,
+                   active_dropout=True)  # before anything is written
     reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}
     if config.search is not None:
         for name, why in reasons.items():
@@ -168,6 +175,7 @@ def run_experiment(
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
     for name, obj in setup.files.items():
         atomic_write_json(run_dir / name, obj)
+    write_data(run_dir, setup.fingerprint)
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import tomllib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from calipers._checks import _look_up_option
 from calipers.evaluation.cv import CVResult, load_fold
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import METRICS
-from calipers.exceptions import FoldMismatchError
+from calipers.exceptions import CalipersWarning, FoldMismatchError
+from calipers.repro.data_fingerprint import check_same_data
 from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
 from calipers.stats.compare import Comparison, compare, describe_scores
 
@@ -215,14 +217,19 @@ def compare_runs(
     a: str | None = None,
     b: str | None = None,
     alpha: float = 0.05,
+    allow_different_data: bool = False,
 ) -> RunSummary:
     """Compare the networks of one or more finished runs made on identical folds.
 
     Networks of several runs are pooled (a name taken twice gets ``<run>/`` in front). Runs on
-    different folds cannot be compared pairwise and raise :class:`FoldMismatchError`.
+    different folds cannot be compared pairwise and raise :class:`FoldMismatchError`; runs on
+    different data (NOTE [Data fingerprint]) raise :class:`DataError` unless
+    ``allow_different_data``, which warns instead.
     """
     if not run_dirs:
         raise ValueError("give at least one run directory.")
+    for note in check_same_data(run_dirs, allow_different=allow_different_data):
+        warnings.warn(note, CalipersWarning, stacklevel=2)
     loaded = [(Path(d), load_cv_result(d)) for d in run_dirs]
     first_dir, first = loaded[0]
     results: dict[str, Any] = {}

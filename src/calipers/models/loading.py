@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 from calipers._options import did_you_mean
+from calipers._paths import _MODEL_DIRS, add_model_dir
 
-__all__ = ["build_network", "resolve_callable"]
+__all__ = ["add_model_dir", "build_network", "resolve_callable"]
+
+# add_model_dir lives in the lowest layer so that config.py can call it (NOTE [Config folder
+# imports]); it is re-exported here, next to the loader that reads it.
+
+def _import(mod_name: str):
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        top = mod_name.split(".")[0]
+        dirs = [str(d) for d in _MODEL_DIRS if (d / top).is_dir() or (d / f"{top}.py").is_file()]
+        if exc.name != top or not dirs:
+            raise
+    sys.path[:0] = dirs
+    try:
+        return importlib.import_module(mod_name)
+    finally:
+        for d in dirs:
+            sys.path.remove(d)
 
 
 def resolve_callable(spec: str | Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -25,11 +45,11 @@ def resolve_callable(spec: str | Callable[..., nn.Module]) -> Callable[..., nn.M
         )
     mod_name, attr = spec.split(":")
     try:
-        module = importlib.import_module(mod_name)
+        module = _import(mod_name)
     except ImportError as exc:
         raise ValueError(
             f"cannot import module {mod_name!r} for model {spec!r}: {exc}. Check the spelling and "
-            "that the module is on PYTHONPATH (or installed)."
+            "that the module is beside the config, on PYTHONPATH, or installed."
         ) from exc
     try:
         fn = getattr(module, attr)

@@ -435,7 +435,8 @@ def _permutation_test_iv(
                 f"exchangeability_blocks has {b.shape[0]} entries but y has {n} subjects; "
                 f"give one block number per subject."
             )
-    _check_positive_int(n_permutations, name="n_permutations")
+    _check_positive_int(n_permutations, name="n_permutations", minimum=2,
+                        fix="One permutation is the data itself (every p = 1); 5000 is usual.")
     if chunk_size is not None:
         _check_positive_int(chunk_size, name="chunk_size")
     look_up_option(connectivity, (6, 18, 26), name="connectivity")
@@ -512,7 +513,8 @@ def _check_cluster_threshold(value) -> tuple[float | None, float | None]:
         )
     out = []
     for v in pair:
-        if v is not None and not np.isfinite(float(v)):
-            raise ValueError(f"cluster_threshold must be finite; got {value!r}.")
+        if v is not None and not (np.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"cluster_threshold must be finite and > 0 (clusters are voxels "
+                             f"whose statistic exceeds it, e.g. 2.3); got {value!r}.")
         out.append(None if v is None else float(v))
     return out[0], out[1]

@@ -7,6 +7,15 @@ Output names and scaling follow FSL randomise: ``<out>_tstat1.nii.gz`` (raw t),
 likewise with ``fstat``. p-images hold **1 − p** (``logp=True``: −log10 p, as PALM). Everything
 is computed first and then written through temporary files renamed into place, so an error never
 leaves a partial set of outputs.
+
+# NOTE [Output prefix]
+``out_prefix`` ``dir/grp`` writes ``dir/grp_tstat1.nii.gz`` ...; a prefix that ends with a path
+separator (``out2/``) names a folder, and the files in it have no name prefix
+(``out2/tstat1.nii.gz``, ``out2/summary.json``). A prefix that already has outputs (files named
+as above: statistic, p-images and the summary) is refused unless ``overwrite=True``; then the
+earlier run's outputs of that prefix are removed just before the new ones are renamed into
+place, so no stale ``_tfce_corrp_`` map of an earlier run is left beside the new ones. Other
+files are never touched, and an input or mask named like an output is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -96,7 +106,22 @@ def _open(item) -> tuple[nib.spatialimages.SpatialImage, str]:
     path = Path(item)
     if not path.exists():
         raise FileNotFoundError(f"image {str(path)!r} does not exist.")
-    return nib.load(str(path)), str(path)
+    if path.is_dir():
+        raise DataError(f"image {str(path)!r} is a folder; give NIfTI files or a glob such as "
+                        f"'{path}/*.nii.gz'.")
+    try:
+        return nib.load(str(path)), str(path)
+    except Exception as exc:  # nibabel raises many types for files it cannot read
+        raise DataError(f"cannot read image {str(path)!r} as NIfTI/Analyze "
+                        f"({type(exc).__name__}: {exc}).") from None
+
+
+def _voxels(img, name: str) -> np.ndarray:
+    try:
+        return np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as exc:  # a truncated .nii.gz fails only when its voxels are read
+        raise DataError(f"cannot read the voxels of {name!r} (damaged or truncated file?): "
+                        f"{type(exc).__name__}: {exc}") from None
 
 
 def load_images(
@@ -121,7 +146,7 @@ def load_images(
     volumes, names, ref = [], [], None
     for item in items:
         img, name = _open(item)
-        arr = np.asarray(img.dataobj, dtype=np.float64)
+        arr = _voxels(img, name)
         while arr.ndim > 3 and arr.shape[-1] == 1 and (len(items) > 1 or arr.ndim > 4):
             arr = arr[..., 0]
         if ref is None:
@@ -219,6 +244,7 @@ def permute_images(
     tfce_E: float = 0.5,
     tfce_connectivity: int = 6,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> PermuteOutputs:
     """randomise on NIfTI files: load, mask, test, write randomise-named images + summary.
 
@@ -227,17 +253,27 @@ def permute_images(
     files (``.mat .con .fts .grp``), CSV files or arrays. ``one_sample`` (``-1``) ignores the
     design and tests the mean by sign flipping. ``vox_corrp`` (``-x``) writes voxelwise
     max-statistic FWE images; TFCE and cluster FWE images are written whenever requested.
-    See :func:`calipers.permutation.permutation_test` for the statistics.
+    See :func:`calipers.permutation.permutation_test` for the statistics. ``out_prefix``
+    and ``overwrite``: see NOTE [Output prefix].
 
     Returns
     -------
     PermuteOutputs
     """
     start = time.perf_counter()
+    if one_sample and any(v is not None for v in (design, contrasts, f_tests)):
+        raise ValueError("one_sample (-1) tests the mean by sign flips and takes no design; "
+                         "drop -1 to use the design (-d/-t/-f), or drop the design files.")
+    folder, stem = _split_prefix(out_prefix)
+    earlier = _earlier_outputs(folder, stem)
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"output prefix {str(out_prefix)!r} already has {len(earlier)} output file(s) of an "
+            f"earlier run (e.g. {earlier[0].name}); choose another -o or pass --overwrite "
+            "(overwrite=True) to replace them.")
+    _check_not_outputs(inputs, mask, folder, stem)
     data, affine, names = load_images(inputs)
     keep, n_nan = _make_mask(data, mask, affine)
-    if one_sample:
-        design, contrasts, f_tests = None, None, None
     clusters = None
     if cluster_extent_threshold is not None or cluster_mass_threshold is not None:
         clusters = (cluster_extent_threshold, cluster_mass_threshold)
@@ -261,7 +297,7 @@ def permute_images(
     )
     images = _output_images(result, vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp)
     summary = _summary(result, names, keep, n_nan, logp, time.perf_counter() - start)
-    files = _write_all(out_prefix, images, keep, affine, summary)
+    files = _write_all(folder, stem, images, keep, affine, summary)
     return PermuteOutputs(files, summary, result, int(keep.sum()), n_nan)
 
 
@@ -311,10 +347,48 @@ def _summary(result, names, keep, n_nan, logp, seconds) -> dict[str, Any]:
     return summary
 
 
-def _write_all(out_prefix, images, keep, affine, summary) -> tuple[Path, ...]:
-    """Write every output to a temporary file, then rename all into place (or none)."""
-    prefix = Path(out_prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+def _split_prefix(out_prefix) -> tuple[Path, str]:
+    """(folder, name prefix) of ``out_prefix`` (NOTE [Output prefix])."""
+    text = os.fspath(out_prefix)
+    if not text:
+        raise ValueError("the output prefix is empty; give e.g. -o out/grp.")
+    if text.endswith(("/", os.sep)):
+        return Path(text), ""
+    prefix = Path(text)
+    if prefix.is_dir():
+        raise ValueError(f"output prefix {text!r} is an existing folder; write into it with "
+                         f"{text.rstrip('/' + os.sep)}/ (trailing slash) or {text}/NAME.")
+    return prefix.parent, f"{prefix.name}_"
+
+
+def _output_pattern(stem: str) -> re.Pattern[str]:
+    return re.compile(re.escape(stem) + r"(((vox|tfce|clustere|clusterm)_(p|corrp)_)?"
+                      r"(tstat|fstat)\d+\.nii\.gz|summary\.json)")
+
+
+def _earlier_outputs(folder: Path, stem: str) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    pattern = _output_pattern(stem)
+    return sorted(p for p in folder.iterdir() if p.is_file() and pattern.fullmatch(p.name))
+
+
+def _check_not_outputs(inputs, mask, folder: Path, stem: str) -> None:
+    """Refuse an input or mask that the outputs would overwrite or remove."""
+    pattern = _output_pattern(stem)
+    items = _expand_inputs(inputs) + ([mask] if isinstance(mask, (str, os.PathLike)) else [])
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            p = Path(item)
+            if pattern.fullmatch(p.name) and p.parent.resolve() == folder.resolve():
+                raise ValueError(f"input {str(p)!r} has the name of an output of prefix "
+                                 f"{str(folder / stem)!r}; choose another -o.")
+
+
+def _write_all(folder: Path, stem: str, images, keep, affine, summary) -> tuple[Path, ...]:
+    """Write every output to a temporary file, then remove the prefix's earlier outputs and
+    rename all into place (or none)."""
+    folder.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
     try:
         for suffix, values in images:
@@ -322,15 +396,13 @@ def _write_all(out_prefix, images, keep, affine, summary) -> tuple[Path, ...]:
             vol[keep] = values
             img = nib.Nifti1Image(vol, affine)
             img.header.set_xyzt_units("mm")
-            final = prefix.parent / f"{prefix.name}_{suffix}.nii.gz"
-            fd, tmp = tempfile.mkstemp(
-                dir=prefix.parent, prefix=f".{final.name}.", suffix=".nii.gz"
-            )
+            final = folder / f"{stem}{suffix}.nii.gz"
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{final.name}.", suffix=".nii.gz")
             os.close(fd)
             staged.append((Path(tmp), final))
             nib.save(img, tmp)
-        final = prefix.parent / f"{prefix.name}_summary.json"
-        fd, tmp = tempfile.mkstemp(dir=prefix.parent, prefix=f".{final.name}.", suffix=".tmp")
+        final = folder / f"{stem}summary.json"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{final.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump(summary, fh, indent=1)
         staged.append((Path(tmp), final))
@@ -338,6 +410,8 @@ def _write_all(out_prefix, images, keep, affine, summary) -> tuple[Path, ...]:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
+    for old in _earlier_outputs(folder, stem):  # only reached with overwrite=True
+        old.unlink()
     for tmp, final in staged:
         os.replace(tmp, final)
     return tuple(final for _, final in staged)

@@ -11,13 +11,15 @@ every metric and map is computed on ``x[:s0, :s1, ...]``, the original voxels on
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from calipers.exceptions import DataError
+from calipers._checks import _look_up_option
+from calipers.exceptions import CalipersWarning, DataError
 
 __all__ = [
     "Image",
@@ -139,9 +141,15 @@ def crop_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return x[(Ellipsis, *(slice(0, int(s)) for s in shape))]
 
 
-def find_pairs(root: str | Path, *, kind: str) -> list[tuple[Path, Path]]:
+def find_pairs(root: str | Path, *, kind: str,
+               missing_labels: str = "error") -> list[tuple[Path, Path]]:
     """(image, label) files with matching names in ``root/images`` and ``root/labels``
-    (``image``/``label`` also accepted)."""
+    (``image``/``label`` also accepted).
+
+    An image without a label file is an error (``missing_labels="error"``), or with
+    ``missing_labels="skip"`` left out with one :class:`~calipers.exceptions.CalipersWarning`
+    that counts and names them; never dropped silently.
+    """
     root = Path(root)
     for img_name, lab_name in _FOLDERS:
         if (root / img_name).is_dir() and (root / lab_name).is_dir():
@@ -152,6 +160,16 @@ def find_pairs(root: str | Path, *, kind: str) -> list[tuple[Path, Path]]:
     imgs = {_stem(p): p for p in sorted((root / img_name).iterdir()) if image_kind(p) == kind}
     labs = {_stem(p): p for p in sorted((root / lab_name).iterdir()) if image_kind(p) == kind}
     common = sorted(set(imgs) & set(labs))
+    unlabelled = sorted(set(imgs) - set(labs))
+    if unlabelled and common:
+        names = ", ".join(imgs[k].name for k in unlabelled[:5]) + (
+            " ..." if len(unlabelled) > 5 else "")
+        if _look_up_option(missing_labels, ("error", "skip"), what="missing_labels") == "error":
+            raise DataError(f"{root}: {len(unlabelled)} image(s) in {img_name}/ have no label "
+                            f"file in {lab_name}/: {names}. Add the labels, move the images "
+                            "out, or set [data] missing_labels = \"skip\" to leave them out.")
+        warnings.warn(f"{len(unlabelled)} image(s) have no label file and are left out "
+                      f"(missing_labels = 'skip'): {names}", CalipersWarning, stacklevel=3)
     if not common:
         raise DataError(f"{root}: no {kind} image/label pairs with matching names in "
                         f"{img_name}/ and {lab_name}/ ({len(imgs)} images, {len(labs)} labels).")
@@ -211,9 +229,10 @@ class SegmentationData:
         return tuple(int(s) for s in self.X.shape[1:])
 
 
-def load_segmentation(root: str | Path, *, kind: str, multiple: int = 16) -> SegmentationData:
+def load_segmentation(root: str | Path, *, kind: str, multiple: int = 16,
+                      missing_labels: str = "error") -> SegmentationData:
     """Read every image/label pair of ``root`` (see :func:`find_pairs`), normalise and pad."""
-    pairs = find_pairs(root, kind=kind)
+    pairs = find_pairs(root, kind=kind, missing_labels=missing_labels)
     images, labels = [], []
     for img_path, lab_path in pairs:
         img, lab = read_image(img_path), read_image(lab_path, label=True)

@@ -36,7 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from calipers._checks import _check_positive_int
 from calipers._device import resolve_device
+from calipers._paths import check_separate_folders
 from calipers._seeds import child_seed
 from calipers.exceptions import DataError
 from calipers.models import build_network
@@ -50,6 +52,7 @@ __all__ = ["CHECKPOINT_FORMAT", "PredictResult", "Predictor", "export_checkpoint
 CHECKPOINT_FORMAT = "calipers-segmentation-checkpoint"
 _META = ("model", "args", "n_classes", "label_values", "input_shape", "multiple", "normalize",
          "kind")
+_MAPS = ("seg", "entropy", "mi", "std", "disagreement")
 _CSV_COLS = ("file", "status", "shape", "n_models", "n_mc", "foreground_voxels",
              "mean_entropy_fg", "mean_mutual_info_fg", "mean_std_fg", "mean_disagreement_fg")
 
@@ -110,6 +113,15 @@ def _run_meta(run_dir: Path, network: str | None) -> tuple[str, dict[str, Any], 
     return network, meta, folds
 
 
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise DataError(f"{path}: cannot load the fold's weights ({type(exc).__name__}: "
+                        f"{str(exc).split('. ')[0][:160]}); the file is damaged. "
+                        "Delete its fold folder and rerun `calipers cv` to retrain it.") from None
+
+
 def load_predictor(
     source: str | Path,
     *,
@@ -130,8 +142,7 @@ def load_predictor(
         if missing:
             raise FileNotFoundError(f"{source}/{name}: folds {missing} have no model.pt; "
                                     f"available: {available}.")
-        states = [torch.load(fold_dir(source, name, j) / "model.pt", map_location="cpu",
-                             weights_only=True) for j in use]
+        states = [_load_state(fold_dir(source, name, j) / "model.pt") for j in use]
         src = {"run": str(source), "network": name, "folds": use}
         return Predictor(_build(meta, states, dev), meta, src)
     if not source.is_file():
@@ -145,8 +156,12 @@ def load_predictor(
         raise DataError(f"{source} is not a calipers segmentation checkpoint (no format "
                         f"{CHECKPOINT_FORMAT!r}); export one with "
                         "calipers.segmentation.export_checkpoint(run_dir, fold, path).")
-    meta = {k: ckpt[k] for k in _META}
-    return Predictor(_build(meta, list(ckpt["state_dicts"]), dev), meta,
+    try:
+        meta = {k: ckpt[k] for k in _META}
+        states = list(ckpt["state_dicts"])
+    except KeyError as exc:
+        raise DataError(f"{source}: the checkpoint lacks {exc}; export it again.") from None
+    return Predictor(_build(meta, states, dev), meta,
                      dict(ckpt.get("source", {})))
 
 
@@ -234,6 +249,30 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _check_outputs(files: list[Path], out_dir: Path, overwrite: bool) -> None:
+    """Refuse inputs whose outputs collide, and existing outputs unless ``overwrite``."""
+    by_stem: dict[str, list[str]] = {}
+    for p in files:
+        by_stem.setdefault(_stem(p), []).append(p.name)
+    shared = {k: v for k, v in by_stem.items() if len(v) > 1}
+    if shared:
+        stem, names = next(iter(shared.items()))
+        raise ValueError(f"--in holds files that share the output name {stem!r}: "
+                         f"{', '.join(names)} would write the same {stem}_* maps"
+                         + (f" ({len(shared)} such names)" if len(shared) > 1 else "")
+                         + "; rename or move one of them.")
+    if overwrite or not out_dir.is_dir():
+        return
+    existing = sorted(p.name for p in out_dir.iterdir()
+                      if p.name == "summary.csv" or any(
+                          p.name.startswith(f"{stem}_") and p.name[len(stem) + 1:].split(".")[0]
+                          in _MAPS for stem in by_stem))
+    if existing:
+        raise ValueError(f"--out {out_dir} already holds outputs ({', '.join(existing[:3])}"
+                         f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace "
+                         "them, or choose another --out.")
+
+
 def _one_file(path: Path, pred: Predictor, out_dir: Path, n_mc: int, seed: int,
               roi_size: Sequence[int] | None = None) -> dict:
     src = read_image(path)
@@ -259,6 +298,7 @@ def predict_folder(
     network: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     roi_size: Sequence[int] | None = None,
+    overwrite: bool = False,
 ) -> PredictResult:
     """Segment every NIfTI/PNG image in ``in_dir``; write segmentations and uncertainty maps.
 
@@ -280,22 +320,35 @@ def predict_folder(
     roi_size : sequence of int, optional
         Sliding-window inference with windows of this size (see :func:`mc_segment`), for
         images larger than the training shape.
+    overwrite : bool, default False
+        Replace outputs that already exist in ``out_dir`` (otherwise refused before any work).
 
     Returns
     -------
     PredictResult
         A file that cannot be read or segmented is listed in ``failed`` and skipped; every
         output file (and ``summary.csv``) is written atomically.
+
+    Raises
+    ------
+    ValueError
+        Before any work: ``out_dir`` is, holds or lies inside ``in_dir`` (outputs would replace
+        inputs and be read as inputs next time); two inputs share a name stem (``a.nii`` and
+        ``a.nii.gz`` would write the same ``a_*`` maps); outputs exist and not ``overwrite``.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise FileNotFoundError(f"--in {in_dir} is not a folder.")
-    pred = model if isinstance(model, Predictor) else load_predictor(
-        model, network=network, device=device)
-    _check_roi(roi_size, pred.ndim, int(pred.meta["multiple"]), 0.25)  # before any output
+    check_separate_folders(in_dir, out_dir)
+    n_mc = _check_positive_int(n_mc, name="--mc (n_mc)", minimum=0,
+                               fix="Pass 0 for one deterministic pass, or e.g. 20.")
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and image_kind(p) is not None)
     if not files:
         raise FileNotFoundError(f"--in {in_dir} holds no .nii, .nii.gz or .png files.")
+    _check_outputs(files, out_dir, overwrite)
+    pred = model if isinstance(model, Predictor) else load_predictor(
+        model, network=network, device=device)
+    _check_roi(roi_size, pred.ndim, int(pred.meta["multiple"]), 0.25)  # before any output
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, done, failed = [], [], []
     for k, path in enumerate(files):
