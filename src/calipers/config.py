@@ -18,7 +18,7 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -52,11 +52,11 @@ class CVConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 64  # "auto": gpu.finder
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     device: str = "auto"
-    amp: bool = True
+    amp: bool | Literal["auto", "bf16", "fp16", "off"] = True  # true = "auto", false = "off"
     deterministic: bool = False
     batched: bool = True  # stack MLP networks' splits into one model (calipers.batched.engine)
 

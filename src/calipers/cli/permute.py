@@ -59,6 +59,7 @@ def permute(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from calipers.exceptions import CalipersWarning
+    from calipers.gpu.monitor import gpu_monitor
     from calipers.permutation.images import permute_images
 
     err = Console(stderr=True)
@@ -72,7 +73,8 @@ def permute(
         progress.update(task, completed=done, total=total)
 
     try:
-        with progress, warnings.catch_warnings(record=True) as caught:
+        with gpu_monitor(Path(output).parent, device), progress, \
+                warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(
                 inputs if len(inputs) > 1 else inputs[0], output,

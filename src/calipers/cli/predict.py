@@ -37,6 +37,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from calipers.exceptions import DataError
+    from calipers.gpu.monitor import gpu_monitor
     from calipers.segmentation.predict import load_predictor, predict_folder
 
     err = Console(stderr=True, soft_wrap=True)
@@ -47,8 +48,9 @@ def predict(
             raise ValueError(f"--roi must be sizes separated by commas, e.g. 48,64,48; got "
                              f"{roi!r}.") from None
         pred = load_predictor(model, network=network, device=device)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, disable=quiet) as bar:
+        with gpu_monitor(out_dir, device), Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                console=err, disable=quiet) as bar:
             task = bar.add_task("segmenting", total=None)
 
             def step(done: int, total: int, name: str) -> None:

@@ -21,6 +21,7 @@ from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.summary import RunSummary, summarize, write_summary
+from calipers.gpu.monitor import check_device, gpu_monitor
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
@@ -122,6 +123,7 @@ def run_experiment(
                 raise ConfigError(f"networks.{name}: [search] needs calipers.models:MLP "
                                   f"networks on a one-target regression table; {why}.")
     _check_compare_metric(config, reasons)
+    check_device(config.train.device)  # "cuda" without a GPU: a clear error, nothing written
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
@@ -130,7 +132,7 @@ def run_experiment(
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
     stacked = {n: s for n, s in networks.items() if reasons[n] is None}
     sequential = {n: s for n, s in networks.items() if reasons[n] is not None}
-    with deterministic(config.cv.seed, enabled=t.deterministic):
+    with gpu_monitor(run_dir, t.device), deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():  # the first session's environment is kept
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
         parts = []

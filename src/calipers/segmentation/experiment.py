@@ -32,6 +32,7 @@ from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.runner import ExperimentResult, _check_resume, finish_run
+from calipers.gpu.monitor import check_device, gpu_monitor
 from calipers.models import build_network
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
@@ -161,6 +162,7 @@ def run_segmentation_experiment(
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)
+    check_device(config.train.device)  # "cuda" without a GPU: a clear error, nothing written
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
@@ -168,7 +170,7 @@ def run_segmentation_experiment(
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    with deterministic(config.cv.seed, enabled=t.deterministic):
+    with gpu_monitor(run_dir, t.device), deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
         cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
