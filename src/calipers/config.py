@@ -2,7 +2,7 @@
 
 Keys follow design §3::
 
-    [data]     kind (digits|arrays|images|table|uci|nifti|png), path, task, target, group
+    [data]     kind (digits|arrays|images|table|uci|nifti|png|pack), path, task, target, group
     [cv]       folds, repeats, seed, stratify, shuffle, splits (predefined splits instead of a
                splitter)
     [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic, batched
@@ -34,7 +34,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    kind: Literal["digits", "arrays", "images", "table", "uci", "nifti", "png"] = "digits"
+    kind: Literal["digits", "arrays", "images", "table", "uci", "nifti", "png",
+                  "pack"] = "digits"
     path: str | None = None
     task: Literal["classification", "regression", "segmentation"] = "classification"
     target: str | None = None
@@ -183,7 +184,8 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
     if cfg.data.kind != "digits" and cfg.data.path is None:
         raise ConfigError(f"data.path: required for data.kind = {cfg.data.kind!r}.")
     seg_kinds = ("nifti", "png")
-    if (cfg.data.task == "segmentation") != (cfg.data.kind in seg_kinds):
+    if cfg.data.kind != "pack" and (cfg.data.task == "segmentation") != (
+            cfg.data.kind in seg_kinds):  # a pack holds either
         raise ConfigError(
             f"data.task = {cfg.data.task!r} does not fit data.kind = {cfg.data.kind!r}: "
             "segmentation uses kind 'nifti' or 'png' (folders images/ and labels/), and those "

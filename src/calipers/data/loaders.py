@@ -16,7 +16,7 @@ from calipers.exceptions import DataError
 __all__ = ["KINDS", "load_arrays", "load_dataset", "load_digits", "load_images", "load_table",
            "load_uci"]
 
-KINDS = ("digits", "arrays", "images", "table", "uci")
+KINDS = ("digits", "arrays", "images", "table", "uci", "pack")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -171,4 +171,8 @@ def load_dataset(
         return load_images(path)
     if kind == "uci":
         return load_uci(path, task=task)
+    if kind == "pack":  # `calipers pack` output, memory-mapped
+        from calipers.gpu.pack import load_pack
+
+        return load_pack(_existing(path, "pack folder"))
     return load_table(path, target=target, task=task, group=group)
