@@ -151,7 +151,8 @@ def _epoch_batches(
     workers = min(_LOADER_WORKERS, len(idx))
     loader = torch.utils.data.DataLoader(
         _Batches(Xt, yt, idx), batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=True, prefetch_factor=4 if workers else None)
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+        generator=torch.Generator().manual_seed(0))  # leaves the global generator (dropout) alone
     for xb, yb in loader:
         yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 

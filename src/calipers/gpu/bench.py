@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -175,6 +176,15 @@ def _torch_cg(A: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Tensor:
     return x
 
 
+def torch_csr(A, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A SciPy CSR matrix as a torch sparse CSR tensor on ``device`` (float64)."""
+    with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notes
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr).long(),
+                                       torch.from_numpy(A.indices).long(),
+                                       torch.from_numpy(A.data), size=A.shape, device=device)
+
+
 def _cg(n, dev):
     from scipy.sparse.linalg import cg
 
@@ -183,9 +193,7 @@ def _cg(n, dev):
     cpu = lambda: cg(A, b, rtol=0.0, atol=0.0, maxiter=_CG_ITERS)  # noqa: E731  fixed iterations
     if dev is None:
         return cpu, None
-    gA = torch.sparse_csr_tensor(torch.from_numpy(A.indptr).long(),
-                                 torch.from_numpy(A.indices).long(),
-                                 torch.from_numpy(A.data), size=A.shape, device=dev)
+    gA = torch_csr(A, dev)
     gb = torch.from_numpy(b).to(dev)
     return cpu, (lambda: _torch_cg(gA, gb, _CG_ITERS))
 

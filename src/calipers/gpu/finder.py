@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["BatchSizeChoice", "BatchSizeError", "find_batch_size", "plateau_batch_size",
-           "search_batch_size"]
+__all__ = ["BatchSizeChoice", "BatchSizeError", "find_batch_size", "no_fit_message",
+           "plateau_batch_size", "search_batch_size"]
 
 MARGIN = 0.9
 GAIN = 0.05
@@ -135,6 +135,19 @@ def find_batch_size(
     return choice
 
 
+def no_fit_message(shape: tuple[int, ...], device: torch.device | str, oom: str, free: int,
+                   total: int, n_params: int) -> str:
+    """The error for a batch of one that does not fit: the memory the step asked for (from
+    torch's out-of-memory message ``oom``), the memory free, and what to change."""
+    m = re.search(r"Tried to allocate ([\d.]+ [KMGT]i?B)", oom)
+    asked = m.group(1) if m else "more than was free"
+    return (f"train.batch_size = \"auto\": not even one sample of shape {shape} fits on "
+            f"{device}: one training step asked for {asked} with {_gib(free)} of {_gib(total)} "
+            f"free (weights, gradients and Adam state alone take {_gib(16 * n_params)}). Use "
+            "smaller inputs (patches), a smaller network, amp = \"auto\", or a GPU with more "
+            "memory.")
+
+
 def _search(model, X, y, loss_fn, device, amp_dtype, limit) -> BatchSizeChoice:
     probe = copy.deepcopy(model).to(device).train()
     optim = torch.optim.Adam(probe.parameters(), lr=1e-12)
@@ -181,15 +194,9 @@ def _search(model, X, y, loss_fn, device, amp_dtype, limit) -> BatchSizeChoice:
             return search_batch_size(fits, limit=limit)
         except BatchSizeError:
             free, total = torch.cuda.mem_get_info(device)
-            m = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", last_oom[0] if last_oom else "")
-            asked = m.group(1) if m else "more than is free"
-            raise BatchSizeError(
-                f"train.batch_size = \"auto\": not even one sample of shape {tuple(X.shape[1:])} "
-                f"fits on {device}: one training step asked for {asked} with {_gib(free)} of "
-                f"{_gib(total)} free (the model's weights, gradients and Adam state alone are "
-                f"{_gib(16 * sum(p.numel() for p in model.parameters()))}). Use smaller inputs "
-                "(patches), a smaller network, amp = \"auto\", or a GPU with more memory."
-            ) from None
+            raise BatchSizeError(no_fit_message(
+                tuple(X.shape[1:]), device, last_oom[0] if last_oom else "", free, total,
+                sum(p.numel() for p in model.parameters()))) from None
         finally:
             optim.state.clear()
             torch.cuda.empty_cache()

@@ -110,9 +110,12 @@ def _pack_segmentation(src: Path, tmp: Path, progress) -> dict:
             if not np.array_equal(lab_arr, np.round(lab_arr)) or lab_arr.min() < 0 \
                     or lab_arr.max() >= 2**31:
                 raise DataError(f"{lp}: labels must be non-negative integers.")
-            fx.write(np.ascontiguousarray(img.data, dtype=np.float32).tobytes())
-            fy.write(np.ascontiguousarray(lab_arr, dtype=np.int32).tobytes())
+            # kept in the file's memory order, so reductions over a volume sum in the same order
+            order = "F" if np.isfortran(img.data) else "C"
+            fx.write(np.asarray(img.data, dtype=np.float32).tobytes(order=order))
+            fy.write(np.asarray(lab_arr, dtype=np.int32).tobytes(order=order))
             volumes.append({"name": _stem(ip), "offset": offset, "shape": list(img.data.shape),
+                            "order": order,
                             "affine": None if img.affine is None else img.affine.tolist(),
                             "image": str(ip.relative_to(src)), "label": str(lp.relative_to(src))})
             offset += int(img.data.size)
@@ -236,7 +239,8 @@ def load_segmentation_pack(path: str | os.PathLike[str], *, multiple: int = 16):
 
     def part(a: np.ndarray, v: dict) -> np.ndarray:
         n = int(np.prod(v["shape"]))
-        return np.asarray(a[v["offset"]:v["offset"] + n]).reshape(v["shape"])
+        return np.asarray(a[v["offset"]:v["offset"] + n]).reshape(v["shape"],
+                                                                  order=v.get("order", "C"))
 
     images = [normalize_intensity(part(Xf, v)) for v in vols]
     labels = [part(yf, v).astype(np.int64) for v in vols]
