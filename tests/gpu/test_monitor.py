@@ -160,3 +160,15 @@ def test_energy_integrates_power():
     mon.samples = [(t, 50.0, 10.0, 200.0) for t in np.linspace(0, 2, 21)]
     s = mon._stats(0.0, 2.0)
     assert s["energy_j"] == pytest.approx(400.0) and s["power_mean_w"] == 200
+
+
+def test_report_section_from_gpu_json(tmp_path):
+    from calipers.gpu.report import gpu_section
+
+    assert gpu_section(tmp_path, lambda fig, alt: "IMG") == ""  # no gpu.json: no section
+    with monitor.gpu_monitor(tmp_path, "cuda:0", interval=0.005, nvml=fake_nvml()):
+        _train_like(epochs=1, fits=1)
+    figs = []
+    html = gpu_section(tmp_path, lambda fig, alt: figs.append(fig) or f"<img alt='{alt}'>")
+    assert "<h2>GPU</h2>" in html and "Advice:" in html and "utilisation over time" in html
+    assert len(figs) == 1 and figs[0].axes[0].get_ylabel() == "GPU busy (%)"
