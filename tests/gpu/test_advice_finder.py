@@ -104,3 +104,9 @@ def test_bad_amp_and_batch_size():
 
     for mode in (True, False, "auto", "bf16", "fp16", "off"):
         assert resolve_amp(mode, torch.device("cpu")) is None  # the CPU never autocasts
+
+
+def test_plateau_survives_one_noisy_timing():
+    tp = {1: 100, 2: 104, 4: 300, 8: 310, 16: 312, 32: 2000}
+    res = plateau_batch_size(tp.__getitem__, limit=32)
+    assert res.size == 4 and 32 not in res.probes  # two misses after 4 end the search

@@ -117,6 +117,8 @@ def run_experiment(
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)  # before anything is written
     reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}
+    if config.train.batch_size == "auto":  # the finder runs per network inside train.fit
+        reasons = {n: why or 'train.batch_size = "auto"' for n, why in reasons.items()}
     if config.search is not None:
         for name, why in reasons.items():
             if why is not None:

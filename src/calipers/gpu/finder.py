@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ __all__ = ["BatchSizeChoice", "BatchSizeError", "find_batch_size", "no_fit_messa
 
 MARGIN = 0.9
 GAIN = 0.05
+_PROBE_SECONDS = 0.2  # CPU: each size trains at least this long (timings on a busy machine)
 
 
 class BatchSizeError(ValueError):
@@ -85,10 +85,11 @@ def search_batch_size(fits: Callable[[int], bool], *, limit: int, margin: float 
     return BatchSizeChoice(size, good, "memory", probes)
 
 
-def plateau_batch_size(throughput: Callable[[int], float], *, limit: int, gain: float = GAIN
-                       ) -> BatchSizeChoice:
-    """The first power of two ``b <= limit`` beyond which doubling raises ``throughput`` by no
-    more than ``gain`` (5 %).
+def plateau_batch_size(throughput: Callable[[int], float], *, limit: int, gain: float = GAIN,
+                       patience: int = 2) -> BatchSizeChoice:
+    """The largest power of two ``b <= limit`` whose ``throughput`` beat the best smaller size
+    by more than ``gain`` (5 %); the search stops after ``patience`` doublings in a row without
+    such a gain (two, so that one noisy timing does not end it).
 
     Examples
     --------
@@ -96,13 +97,15 @@ def plateau_batch_size(throughput: Callable[[int], float], *, limit: int, gain: 
     256
     """
     probes = {1: throughput(1)}
-    b = 1
-    while 2 * b <= limit:
-        probes[2 * b] = throughput(2 * b)
-        if probes[2 * b] <= (1 + gain) * probes[b]:
-            break
+    best, misses, b = 1, 0, 1
+    while 2 * b <= limit and misses < patience:
         b *= 2
-    return BatchSizeChoice(b, max(probes), "throughput", probes)
+        probes[b] = throughput(b)
+        if probes[b] > (1 + gain) * probes[best]:
+            best, misses = b, 0
+        else:
+            misses += 1
+    return BatchSizeChoice(best, max(probes), "throughput", probes)
 
 
 _CACHE: dict[tuple, BatchSizeChoice] = {}
@@ -168,12 +171,11 @@ def _search(model, X, y, loss_fn, device, amp_dtype, limit) -> BatchSizeChoice:
         if not cuda:
             def throughput(b: int) -> float:
                 step(b)  # warm-up
-                times = []
-                for _ in range(3):
-                    t = time.perf_counter()
+                steps, t = 0, time.perf_counter()
+                while steps < 3 or time.perf_counter() - t < _PROBE_SECONDS:
                     step(b)
-                    times.append(time.perf_counter() - t)
-                return b / statistics.median(times)
+                    steps += 1
+                return b * steps / (time.perf_counter() - t)
 
             return plateau_batch_size(throughput, limit=limit)
         last_oom: list[str] = []
