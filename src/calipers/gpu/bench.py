@@ -231,14 +231,14 @@ WORKLOADS: tuple[Workload, ...] = (
              _conv(lambda n: (8, 16, n, n), (16, 16, 3, 3), torch.nn.functional.conv2d)),
     Workload("conv3d", "n (2×8×n³, 3×3×3)", (8, 16, 24), (8, 16, 32, 64, 96),
              _conv(lambda n: (2, 8, n, n, n), (8, 8, 3, 3, 3), torch.nn.functional.conv3d)),
-    Workload("pdist", "n vectors × 120", (250, 500, 1000), (250, 1000, 2000, 4500, 10000),
+    Workload("pdist", "n vectors × 120", (250, 500, 1000), (250, 1000, 2000, 4500, 8000),
              _pdist),
     Workload("cg", f"n (n³ Laplacian, {_CG_ITERS} iterations)", (8, 16, 24),
              (16, 32, 64, 96, 128), _cg),
     Workload("permutation", f"voxels ({_N_SUBJECTS} subjects, {_N_FLIPS} flips)",
              (500, 2000), (1000, 10_000, 100_000, 250_000), _permutation),
     Workload("mc_dropout", "samples (MLP 64-…-10, 30 passes)", (64, 256),
-             (256, 4096, 65_536), _mc),
+             (256, 4096, 32_768), _mc),
 )
 
 
