@@ -330,6 +330,7 @@ def render_bench(res: BenchResult) -> str:
 def plot_bench(res: BenchResult, path: str) -> None:
     """One panel per workload: seconds against size, CPU and GPU, log-log, crossover marked."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     names = list(res.workloads)
     cols = 4
@@ -347,6 +348,8 @@ def plot_bench(res: BenchResult, path: str) -> None:
         ax.set_xlabel(w["unit"], fontsize=7)
         ax.set_ylabel("seconds", fontsize=7)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
     fig.suptitle(res.note or f"CPU vs {res.device.get('gpu', 'GPU')}", fontsize=9)
     fig.savefig(path, dpi=110)
