@@ -166,9 +166,26 @@ def test_report_section_from_gpu_json(tmp_path):
     from calipers.gpu.report import gpu_section
 
     assert gpu_section(tmp_path, lambda fig, alt: "IMG") == ""  # no gpu.json: no section
-    with monitor.gpu_monitor(tmp_path, "cuda:0", interval=0.005, nvml=fake_nvml()):
+    with pytest.warns(CalipersWarning, match="GPU: "), \
+            monitor.gpu_monitor(tmp_path, "cuda:0", interval=0.005, nvml=fake_nvml()):
         _train_like(epochs=1, fits=1)
     figs = []
     html = gpu_section(tmp_path, lambda fig, alt: figs.append(fig) or f"<img alt='{alt}'>")
     assert "<h2>GPU</h2>" in html and "Advice:" in html and "utilisation over time" in html
     assert len(figs) == 1 and figs[0].axes[0].get_ylabel() == "GPU busy (%)"
+
+
+def test_advice_uses_the_finders_size(tmp_path):
+    with pytest.warns(CalipersWarning, match="GPU: "), \
+            monitor.gpu_monitor(tmp_path, "cuda:0", interval=0.005, nvml=fake_nvml()):
+        monitor.record("batch_size", {"UNet (1 parameters)": {
+            "size": 460, "largest": 512, "method": "memory", "probes": {}}}, merge=True)
+        t = monitor.LoopTimers(torch.device("cpu"), batch_size=8, data_on_device=True,
+                               amp="bf16", workers=0)
+        t.epoch_start()
+        for _ in t.wrap(iter(["batch"])):
+            time.sleep(0.05)
+            t.step_end()
+        t.epoch_end()
+    g = read_json(tmp_path / "gpu.json")
+    assert g["advice"]["code"] == "batch" and "batch_size = 512" in g["advice"]["text"]

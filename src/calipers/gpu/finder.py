@@ -124,7 +124,7 @@ def find_batch_size(
     Probes train a copy of ``model`` with its own optimiser; the model, its optimiser state and
     the random generators are left as they were. The choice is cached per model class, size,
     sample shape, device and precision for the process (folds do not repeat the search), and
-    recorded in the active monitor's ``gpu.json`` under ``batch_size``.
+    recorded in the active monitor's ``gpu.json`` under ``batch_size``, per network.
     """
     from calipers.gpu.monitor import record
 
@@ -134,7 +134,7 @@ def find_batch_size(
     if key not in _CACHE:
         _CACHE[key] = _search(model, X, y, loss_fn, device, amp_dtype, limit)
     choice = _CACHE[key]
-    record("batch_size", choice.to_dict())
+    record("batch_size", {f"{key[0]} ({key[1]:,} parameters)": choice.to_dict()}, merge=True)
     return choice
 
 

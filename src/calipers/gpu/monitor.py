@@ -196,10 +196,12 @@ class LoopTimers:
                                 self.steps)
 
 
-def record(key: str, value: Any) -> None:
-    """Keep ``value`` under ``key`` in the active monitor's ``gpu.json`` (no monitor: dropped)."""
+def record(key: str, value: Any, *, merge: bool = False) -> None:
+    """Keep ``value`` under ``key`` in the active monitor's ``gpu.json`` (no monitor: dropped);
+    ``merge``: update the dict already there with the dict ``value``."""
     if _ACTIVE:
-        _ACTIVE[-1].records[key] = value
+        rec = _ACTIVE[-1].records
+        rec[key] = {**rec.get(key, {}), **value} if merge else value
 
 
 class GpuMonitor:
@@ -367,13 +369,14 @@ class GpuMonitor:
         util = (float(np.mean([s["util_mean"] for s in train])) if self.epochs and train
                 else out["overall"]["util_mean"])
         peak = out["overall"].get("mem_peak_mib")
-        bs = out.get("batch_size", {})
+        found = [c["largest"] for c in out.get("batch_size", {}).values()
+                 if c.get("method") == "memory"]
         return Trace(
             util_mean=util, wait_fraction=loop.get("wait_fraction"), step_ms=loop.get("step_ms"),
             data_on_device=loop.get("data_on_device"), workers=loop.get("workers"),
             reads_files=loop.get("reads_files"), amp=loop.get("amp"),
             batch_size=loop.get("batch_size"),
-            finder_batch_size=bs.get("largest") if isinstance(bs, dict) else None,
+            finder_batch_size=min(found) if found else None,
             mem_peak_fraction=peak / self.total_mib if peak and self.total_mib else None)
 
 

@@ -49,10 +49,11 @@ def gpu_section(run_dir: str | os.PathLike[str] | None,
         return ""
     e = html.escape
     out = ["<section><h2>GPU</h2>"]
-    bs = g.get("batch_size")
-    if isinstance(bs, dict) and "size" in bs:
-        out.append(f"<p>Batch size chosen by the finder: {int(bs['size'])} (largest that "
-                   f"worked: {int(bs['largest'])}, by {e(str(bs['method']))}).</p>")
+    for net, bs in (g.get("batch_size") or {}).items():
+        how = ("largest that fitted" if bs.get("method") == "memory"
+               else "largest tried; throughput levelled off")
+        out.append(f"<p>Batch size chosen by the finder for {e(str(net))}: {int(bs['size'])} "
+                   f"({how}: {int(bs['largest'])}).</p>")
     o = g.get("overall") or {}
     if g.get("sampled") and o.get("n_samples"):
         energy = o.get("energy_j")
