@@ -189,3 +189,14 @@ def test_advice_uses_the_finders_size(tmp_path):
         t.epoch_end()
     g = read_json(tmp_path / "gpu.json")
     assert g["advice"]["code"] == "batch" and "batch_size = 512" in g["advice"]["text"]
+
+
+def test_chunks_become_segments(tmp_path):
+    with monitor.gpu_monitor(tmp_path, "cuda:0", interval=0.002, nvml=fake_nvml(util=(99,))) as m:
+        for name in ("a.nii.gz", "b.nii.gz"):
+            time.sleep(0.03)
+            m.mark(name)
+    g = read_json(tmp_path / "gpu.json")
+    assert [s["label"] for s in g["segments"]] == ["a.nii.gz", "b.nii.gz"]
+    assert g["segments"][0]["end_s"] == g["segments"][1]["start_s"]
+    assert g["advice"]["code"] == "ok" and "loop" not in g

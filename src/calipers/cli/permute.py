@@ -69,11 +69,15 @@ def permute(
     )
     task = progress.add_task("permutations", total=None)
 
+    mon = None
+
     def _update(done: int, total: int) -> None:
         progress.update(task, completed=done, total=total)
+        if mon is not None:
+            mon.mark(f"permutations to {done} of {total}")  # one gpu.json segment per chunk
 
     try:
-        with gpu_monitor(Path(output).parent, device), progress, \
+        with gpu_monitor(Path(output).parent, device) as mon, progress, \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(

@@ -48,13 +48,14 @@ def predict(
             raise ValueError(f"--roi must be sizes separated by commas, e.g. 48,64,48; got "
                              f"{roi!r}.") from None
         pred = load_predictor(model, network=network, device=device)
-        with gpu_monitor(out_dir, device), Progress(
+        with gpu_monitor(out_dir, device) as mon, Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 console=err, disable=quiet) as bar:
             task = bar.add_task("segmenting", total=None)
 
             def step(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=name)
+                mon.mark(name)  # one gpu.json segment per file
 
             res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
                                  progress=step, roi_size=roi_size)

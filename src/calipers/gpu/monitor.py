@@ -228,6 +228,7 @@ class GpuMonitor:
         self.records: dict[str, Any] = {}
         self.samples: list[tuple[float, float, float, float]] = []  # t, util %, MiB, W
         self.epochs: list[dict[str, Any]] = []
+        self.chunks: list[dict[str, Any]] = []
         self.loop: dict[str, Any] = {}
         self.name = ""
         self.total_mib = None
@@ -297,6 +298,14 @@ class GpuMonitor:
                             "compute_s": compute, "steps": steps})
         self._mark = now
 
+    def mark(self, label: str) -> None:
+        """Close a chunk of work (one predicted file, one chunk of permutations) named
+        ``label``; it becomes a segment of ``gpu.json`` like an epoch."""
+        now = time.monotonic()
+        self.chunks.append({"label": str(label), "start_s": self._mark - self.t0,
+                            "end_s": now - self.t0})
+        self._mark = now
+
     def stop(self) -> dict[str, Any] | None:
         """Stop sampling and write ``gpu.json``; returns what was written (None: nothing)."""
         if self in _ACTIVE:
@@ -338,9 +347,9 @@ class GpuMonitor:
                                "memory_total_mib": self.total_mib, **self.records}
         if self.sampling:
             out["overall"] = self._stats(0.0, end)
+            parts = sorted(self.epochs + self.chunks, key=lambda e: e["start_s"])
             segs = ([{"label": e["label"], **self._stats(e["start_s"], e["end_s"])}
-                     for e in self.epochs] if self.epochs else
-                    [{"label": "run", **out["overall"]}])
+                     for e in parts] if parts else [{"label": "run", **out["overall"]}])
             out["segments"] = segs
             s = np.array(self.samples).reshape(-1, 4)
             step = max(1, len(s) // _MAX_TRACE)
