@@ -17,6 +17,7 @@ Without a GPU: the CPU figures and one line saying so. Timings on a shared machi
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 import warnings
@@ -219,9 +220,9 @@ def _mc(n, dev):
     model = MLP((64,), 10, dropout=0.2)
     x = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
 
-    def run(device):
-        return lambda: mc_predict(model, x, n_mc=30, device=device)
-    return run("cpu"), None if dev is None else run(str(dev))
+    def run(net, device):  # the network already on the device, as after training
+        return lambda: mc_predict(net, x, n_mc=30, device=device)
+    return run(model, "cpu"), None if dev is None else run(copy.deepcopy(model).to(dev), dev)
 
 
 WORKLOADS: tuple[Workload, ...] = (

@@ -166,7 +166,8 @@ def _search(model, X, y, loss_fn, device, amp_dtype, limit) -> BatchSizeChoice:
         loss.backward()
         optim.step()
 
-    devices = [device] if cuda else []
+    devices = [torch.cuda.current_device() if device.index is None else device.index] \
+        if cuda else []
     with torch.random.fork_rng(devices=devices):
         if not cuda:
             def throughput(b: int) -> float:
