@@ -12,7 +12,7 @@ On the CPU it runs too (no NVML figures), as a smoke test.
 
 Run::
 
-    .venv/bin/python bench/bench_gpu_loop.py --data digits --epochs 10 --out gpu_loop.json
+    .venv/bin/python bench/bench_gpu_loop.py --data digits --epochs 10
     .venv/bin/python bench/bench_gpu_loop.py --data hippocampus --epochs 10 --batch-size 8 --finder
 """
 
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--finder", action="store_true")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="JSON (default bench/results/gpu_loop_DATA.json)")
     a = ap.parse_args()
     device = resolve_device(a.device)
     X, y, task, make = load(a.data)
@@ -131,9 +131,9 @@ def main() -> None:
         out["finder"] = {**choice.to_dict(), "seconds": time.perf_counter() - t0}
         print(f"finder: batch_size {choice.size} (largest {choice.largest}, {choice.method}), "
               f"{out['finder']['seconds']:.1f} s; probes {choice.probes}", flush=True)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(out, indent=2) + "\n")
+    path = a.out or Path(__file__).resolve().parent / "results" / f"gpu_loop_{a.data}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
