@@ -7,6 +7,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh a    # steps 1-2 (about 4 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh b    # steps 3-4 (about 8 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh c    # step 5 (about 10 min; random bytes stay on the CPU)
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh d    # step 6 (about 7 min)
 #
 # 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
 # 2. issue 6: batched vs one-by-one vs calipers.evaluation.train.fit training, UCI yacht and kin8nm
@@ -14,6 +15,10 @@
 # 4. issue 4: ISBI 2012, 5 contiguous folds, 2-D U-Net, 80 epochs
 # 5. issue 6: UCI kin8nm with the full 2018 protocol (4000 epochs; 61 min on one CPU thread, the
 #    slowest of the five data sets): the GPU's wall time for docs/uci.md
+# 6. issue 13: `calipers gpu`; `calipers demo` on CUDA with the monitor and bf16 (gpu.json,
+#    advice); the training loop before/after on digits and on the hippocampus U-Net (NVML
+#    utilisation), the batch-size finder on that U-Net; `calipers bench` at full sizes (the
+#    4,500 x 120 distance matrix and the CG solve must show the GPU ahead); tests/gpu.
 set -u
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
@@ -27,6 +32,21 @@ if [ "${1:-a}" = a ]; then
     cp bench/results/seg_mc_cuda.json "$OUT/" 2>/dev/null
     timeout 150 $PY bench/bench_batched.py --device cuda --datasets yacht kin8nm --epochs 20 --repeats 1 \
         --out "$OUT/batched_cuda.json" > "$OUT/batched_cuda.log" 2>&1
+elif [ "${1:-a}" = d ]; then
+    $PY -m calipers gpu 2>&1 | tee "$OUT/calipers_gpu.txt"
+    timeout 150 $PY -m calipers demo --out "$OUT/demo" > "$OUT/demo_cuda.log" 2>&1
+    $PY -c "import json, sys; g = json.load(open(sys.argv[1])); o = g['overall']; \
+print('demo on', g['name'], 'busy', round(o['util_mean']), '% (min', o['util_min'], ')', \
+'peak', round(o['mem_peak_mib']), 'MiB', round(o['energy_j']), 'J; loop', g.get('loop')); \
+print('advice:', g.get('advice'))" "$OUT/demo/gpu.json" 2>&1 | tee "$OUT/demo_gpu_summary.txt"
+    timeout 120 $PY bench/bench_gpu_loop.py --data digits --epochs 10 \
+        --out "$OUT/gpu_loop_digits.json" > "$OUT/gpu_loop_digits.log" 2>&1
+    timeout 180 $PY bench/bench_gpu_loop.py --data hippocampus --epochs 10 --batch-size 8 --finder \
+        --out "$OUT/gpu_loop_hippocampus.json" > "$OUT/gpu_loop_hippocampus.log" 2>&1
+    timeout 300 $PY -m calipers bench --json "$OUT/bench.json" --plot "$OUT/bench.png" \
+        > "$OUT/bench.log" 2>&1
+    timeout 90 $PY -m pytest -q -p no:cacheprovider tests/gpu > "$OUT/tests_gpu.log" 2>&1
+    cat "$OUT/gpu_loop_digits.log" "$OUT/gpu_loop_hippocampus.log" "$OUT/bench.log"
 elif [ "${1:-a}" = c ]; then
     CALIPERS_UCI_DATASETS=kin8nm timeout 580 $PY -m pytest -q -s -m slow validate/test_uci.py \
         > "$OUT/uci_kin8nm.log" 2>&1

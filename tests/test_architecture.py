@@ -18,12 +18,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "calipers"
 #: Low to high. A package may import its own layer (without cycles) and the layers below.
 LAYERS: list[set[str]] = [
     {"exceptions", "_options", "_paths", "_checks", "_seeds", "_device", "runs", "config"},
-    {"models", "data", "repro"},
+    {"models", "data", "repro", "gpu"},
     {"uncertainty"},
     {"evaluation"},
     {"batched", "segmentation", "stats", "permutation"},
     {"report"},
-    {"experiment", "executors", "gpu", "learners"},
+    {"experiment", "executors", "learners", "tools"},
     {"cli", "__main__"},
 ]
 

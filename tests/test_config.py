@@ -52,7 +52,7 @@ def test_round_trip_through_toml():
     ({"cv": {"fold": 3}}, r"cv.fold: unknown key; did you mean 'folds'\? Valid keys here: folds, repeats, seed, stratify"),
     ({"cv": {"folds": 1}}, r"cv.folds: Input should be greater than or equal to 2 \(got 1\)"),
     ({"train": {"lr": "fast"}}, r"train.lr: .*number.*\(got 'fast'\)"),
-    ({"data": {"kind": "csv"}}, r"data.kind: Input should be 'digits', 'arrays', 'images', 'table', 'uci', 'nifti' or 'png' \(got 'csv'\)"),
+    ({"data": {"kind": "csv"}}, r"data.kind: Input should be 'digits', 'arrays', 'images', 'table', 'uci', 'nifti', 'png' or 'pack' \(got 'csv'\)"),
     ({"train": {"device": "gpu"}}, r"train.device: .*must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
     ({"mc": {"samples": -1}}, r"mc.samples: Input should be greater than or equal to 0"),
     ({"networks": {"A": {"modle": "x:y"}}}, r"networks.A.modle: unknown key; did you mean 'model'\?"),

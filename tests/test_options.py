@@ -37,7 +37,7 @@ def test_exact_values_and_members_come_back_as_plain_strings():
      r"regression, segmentation\.$"),
     ("tabel", DataKind, "data kind",
      r"unknown data kind 'tabel'; did you mean 'table'\? Choose from: digits, arrays, images, "
-     r"table, uci\."),
+     r"table, uci, pack\."),
     ("xyz", PredictionTask, "task",
      r"^unknown task 'xyz'\. Choose from: classification, regression\.$"),  # nothing close
     (4, (6, 18, 26), "connectivity", r"unknown connectivity 4\. Choose from: 6, 18, 26\."),

@@ -41,6 +41,7 @@ class DataKind(enum.StrEnum):
     IMAGES = "images"
     TABLE = "table"
     UCI = "uci"
+    PACK = "pack"
 
 
 class DeviceKind(enum.StrEnum):

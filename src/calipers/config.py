@@ -2,7 +2,7 @@
 
 Keys follow design §3::
 
-    [data]     kind (digits|arrays|images|table|uci|nifti|png), path, task, target, group,
+    [data]     kind (digits|arrays|images|table|uci|nifti|png|pack), path, task, target, group,
                missing_labels (segmentation: "error", the default, or "skip" with a warning)
     [cv]       folds, repeats, seed, stratify, shuffle, splits (predefined splits instead of a
                splitter)
@@ -19,7 +19,7 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,7 +39,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    kind: Literal["digits", "arrays", "images", "table", "uci", "nifti", "png"] = "digits"
+    kind: Literal["digits", "arrays", "images", "table", "uci", "nifti", "png",
+                  "pack"] = "digits"
     path: str | None = None
     task: Literal["classification", "regression", "segmentation"] = "classification"
     target: str | None = None
@@ -58,11 +59,11 @@ class CVConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 64  # "auto": gpu.finder
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     device: str = "auto"
-    amp: bool = True
+    amp: bool | Literal["auto", "bf16", "fp16", "off"] = True  # true = "auto", false = "off"
     deterministic: bool = False
     batched: bool = True  # stack MLP networks' splits into one model (calipers.batched.engine)
 
@@ -201,7 +202,8 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
     if cfg.data.kind != "digits" and cfg.data.path is None:
         raise ConfigError(f"data.path: required for data.kind = {cfg.data.kind!r}.")
     seg_kinds = ("nifti", "png")
-    if (cfg.data.task == "segmentation") != (cfg.data.kind in seg_kinds):
+    if cfg.data.kind != "pack" and (cfg.data.task == "segmentation") != (
+            cfg.data.kind in seg_kinds):  # a pack holds either
         raise ConfigError(
             f"data.task = {cfg.data.task!r} does not fit data.kind = {cfg.data.kind!r}: "
             "segmentation uses kind 'nifti' or 'png' (folders images/ and labels/), and those "

@@ -14,6 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from calipers.cli.bench import bench
+from calipers.cli.gpu import gpu
+from calipers.cli.pack import pack
 from calipers.cli.permute import permute
 from calipers.cli.predict import predict
 from calipers.cli.repro import env, repro
@@ -206,6 +209,9 @@ app.command("repro")(repro)
 
 app.command("permute")(permute)
 app.command("predict")(predict)
+app.command("gpu")(gpu)
+app.command("bench")(bench)
+app.command("pack")(pack)
 
 
 def main() -> None:

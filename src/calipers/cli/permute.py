@@ -68,6 +68,7 @@ def permute(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from calipers.exceptions import CalipersWarning
+    from calipers.gpu.monitor import gpu_monitor
     from calipers.permutation.images import permute_images
 
     err = Console(stderr=True)
@@ -77,11 +78,16 @@ def permute(
     )
     task = progress.add_task("permutations", total=None)
 
+    mon = None
+
     def _update(done: int, total: int) -> None:
         progress.update(task, completed=done, total=total)
+        if mon is not None:
+            mon.mark(f"permutations to {done} of {total}")  # one gpu.json segment per chunk
 
     try:
-        with progress, warnings.catch_warnings(record=True) as caught:
+        with gpu_monitor(Path(output).parent, device) as mon, progress, \
+                warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(
                 inputs if len(inputs) > 1 else inputs[0], output,

@@ -42,6 +42,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from calipers.exceptions import DataError
+    from calipers.gpu.monitor import gpu_monitor
     from calipers.segmentation.predict import load_predictor, predict_folder
 
     err = Console(stderr=True, soft_wrap=True)
@@ -52,12 +53,14 @@ def predict(
             raise ValueError(f"--roi must be sizes separated by commas, e.g. 48,64,48; got "
                              f"{roi!r}.") from None
         pred = load_predictor(model, network=network, device=device)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, disable=quiet) as bar:
+        with gpu_monitor(out_dir, device) as mon, Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                console=err, disable=quiet) as bar:
             task = bar.add_task("segmenting", total=None)
 
             def step(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=name)
+                mon.mark(name)  # one gpu.json segment per file
 
             res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
                                  progress=step, roi_size=roi_size, overwrite=overwrite)

@@ -17,7 +17,7 @@ from calipers.exceptions import DataError
 __all__ = ["KINDS", "load_arrays", "load_dataset", "load_digits", "load_images", "load_table",
            "load_uci"]
 
-KINDS = tuple(k.value for k in DataKind)  # digits, arrays, images, table, uci
+KINDS = tuple(k.value for k in DataKind)  # digits, arrays, images, table, uci, pack
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -189,4 +189,8 @@ def load_dataset(
         return load_images(path)
     if kind == "uci":
         return load_uci(path, task=task)
+    if kind == "pack":  # `calipers pack` output, memory-mapped
+        from calipers.data.pack import load_pack
+
+        return load_pack(_existing(path, "pack folder"))
     return load_table(path, target=target, task=task, group=group)

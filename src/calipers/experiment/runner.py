@@ -25,6 +25,7 @@ from calipers.exceptions import ConfigError
 from calipers.experiment.engine import check_networks, cross_validate
 from calipers.experiment.summary import RunSummary, summarize, write_summary
 from calipers.experiment.tasks import Executor
+from calipers.gpu.monitor import check_device, gpu_monitor
 from calipers.repro.data_fingerprint import check_data, data_fingerprint, write_data
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
@@ -164,12 +165,15 @@ def run_experiment(
     check_networks(networks, data, n_mc=config.mc.samples,
                    active_dropout=True)  # before anything is written
     reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}
+    if config.train.batch_size == "auto":  # the finder runs per network inside train.fit
+        reasons = {n: why or 'train.batch_size = "auto"' for n, why in reasons.items()}
     if config.search is not None:
         for name, why in reasons.items():
             if why is not None:
                 raise ConfigError(f"networks.{name}: [search] needs calipers.models:MLP "
                                   f"networks on a one-target regression table; {why}.")
     _check_compare_metric(config, reasons)
+    check_device(config.train.device)  # "cuda" without a GPU: a clear error, nothing written
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
@@ -179,11 +183,12 @@ def run_experiment(
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
-    with deterministic(config.cv.seed, enabled=t.deterministic):
+    with gpu_monitor(run_dir, t.device), deterministic(config.cv.seed, enabled=t.deterministic):
         if not (run_dir / "env.json").is_file():  # the first session's environment is kept
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
         cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
-                            tau=config.mc.tau, seed=config.cv.seed, stack=True,
+                            tau=config.mc.tau, seed=config.cv.seed,
+                            stack=t.batch_size != "auto",  # the finder runs per network
                             search=_search_settings(config), batched=t.batched,
                             run_dir=run_dir, progress=progress, executor=executor, checked=True)
     return finish_run(config, run_dir, cv, report=report)

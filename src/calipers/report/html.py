@@ -644,10 +644,13 @@ def render_report(run: RunData, *, dpi: int = 80) -> str:
         uncertainty = _section_segmentation(run, dpi=dpi)
     else:
         uncertainty = f"<p>No prediction plots for task {_e(task)}.</p>"
+    from calipers.gpu.report import gpu_section  # "" without RUN/gpu.json
+
+    gpu = gpu_section(run.run_dir, lambda fig, alt: _img(fig, alt, dpi=dpi))
     parts = [
         _section_header(run), _section_verdict(run), _section_networks(run),
         _section_fold_scores(run, dpi=dpi), _section_pairs(run, dpi=dpi), uncertainty,
-        _section_provenance(run),
+        *([gpu] if gpu else []), _section_provenance(run),
     ]
     title = f"calipers report: {run.name}"
     return (

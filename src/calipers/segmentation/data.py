@@ -231,7 +231,12 @@ class SegmentationData:
 
 def load_segmentation(root: str | Path, *, kind: str, multiple: int = 16,
                       missing_labels: str = "error") -> SegmentationData:
-    """Read every image/label pair of ``root`` (see :func:`find_pairs`), normalise and pad."""
+    """Read every image/label pair of ``root`` (see :func:`find_pairs`), normalise and pad
+    (``kind = "pack"``: a :mod:`calipers.segmentation.pack` folder of such pairs)."""
+    if kind == "pack":
+        from calipers.segmentation.pack import load_segmentation_pack
+
+        return load_segmentation_pack(root, multiple=multiple)
     pairs = find_pairs(root, kind=kind, missing_labels=missing_labels)
     images, labels = [], []
     for img_path, lab_path in pairs:

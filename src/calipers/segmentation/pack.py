@@ -1,0 +1,49 @@
+"""A packed segmentation folder (:func:`calipers.tools.pack.pack`) read as
+:class:`~calipers.segmentation.data.SegmentationData`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from calipers.data.pack import read_index
+from calipers.exceptions import DataError
+from calipers.segmentation.data import (
+    SegmentationData,
+    _label_map,
+    normalize_intensity,
+    pad_multiple,
+    pad_to,
+)
+
+__all__ = ["load_segmentation_pack"]
+
+
+def load_segmentation_pack(path: str | os.PathLike[str], *, multiple: int = 16):
+    """A packed segmentation folder as :class:`~calipers.segmentation.data.SegmentationData`,
+    normalised and padded exactly as :func:`~calipers.segmentation.data.load_segmentation`
+    does with the source folder."""
+    index = read_index(path)
+    if index["kind"] != "segmentation":
+        raise DataError(f"{path} packs a class-folder image set, not a segmentation data set.")
+    Xf = np.load(Path(path) / "X.npy", mmap_mode="r")
+    yf = np.load(Path(path) / "y.npy", mmap_mode="r")
+    vols = index["volumes"]
+
+    def part(a: np.ndarray, v: dict) -> np.ndarray:
+        n = int(np.prod(v["shape"]))
+        return np.asarray(a[v["offset"]:v["offset"] + n]).reshape(v["shape"],
+                                                                  order=v.get("order", "C"))
+
+    images = [normalize_intensity(part(Xf, v)) for v in vols]
+    labels = [part(yf, v).astype(np.int64) for v in vols]
+    values = _label_map(np.concatenate([np.unique(y) for y in labels]))
+    shapes = np.array([x.shape for x in images], dtype=np.int64)
+    target = pad_multiple(tuple(shapes.max(axis=0)), multiple)
+    X = np.stack([pad_to(x, target) for x in images])[:, None]
+    binary = values == (0, 255)
+    y = np.stack([pad_to((v // 255 if binary else v).astype(np.uint8), target) for v in labels])
+    return SegmentationData(X, y, shapes, tuple(v["name"] for v in vols), values,
+                            index.get("image_kind", "nifti"), int(multiple))

@@ -1,0 +1,113 @@
+"""Advice from recorded traces; the batch-size finder against simulated limits."""
+
+import numpy as np
+import pytest
+import torch
+
+from calipers.evaluation.train import TrainOptions, fit
+from calipers.gpu import monitor
+from calipers.gpu.advice import Trace, advise
+from calipers.gpu.finder import (
+    BatchSizeError,
+    no_fit_message,
+    plateau_batch_size,
+    search_batch_size,
+)
+from calipers.models import MLP
+from calipers.runs import read_json
+
+
+@pytest.mark.parametrize("trace, code", [
+    # the issue's case: 40 % busy, 60 % of each epoch waiting for batches from a loader
+    (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=4), "loader"),
+    (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=8), "device"),
+    (Trace(util_mean=40, wait_fraction=0.6, reads_files=True, data_on_device=False), "pack"),
+    (Trace(util_mean=97, wait_fraction=0.6), "ok"),
+    (Trace(util_mean=39), "host"),  # predict/permute: no loop timers
+    (Trace(util_mean=39, wait_fraction=0.05, step_ms=3, data_on_device=True, amp="bf16",
+           batch_size=8, finder_batch_size=512), "batch"),
+    (Trace(util_mean=39, wait_fraction=0.05, step_ms=3, data_on_device=True, amp="bf16",
+           batch_size=8, mem_peak_fraction=0.01), "batch"),
+    (Trace(util_mean=60, wait_fraction=0.05, step_ms=30, amp="", batch_size=512,
+           finder_batch_size=512, mem_peak_fraction=0.9), "amp"),
+    (Trace(util_mean=39, wait_fraction=0.05, step_ms=1.5, amp="bf16", batch_size=512,
+           finder_batch_size=512, mem_peak_fraction=0.01), "small"),
+])
+def test_advice_rules(trace, code):
+    a = advise(trace)
+    assert a.code == code
+    assert f"{trace.util_mean:.0f} %" in a.text
+
+
+def test_batch_advice_names_the_size_that_fits():
+    a = advise(Trace(util_mean=39, wait_fraction=0.1, step_ms=3, amp="bf16", batch_size=8,
+                     finder_batch_size=1234))
+    assert "batch_size = 1234" in a.text and "now 8" in a.text
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 3, 100, 300, 511, 512, 513, 4096])
+def test_search_against_simulated_oom(threshold):
+    calls = []
+
+    def fits(b):
+        calls.append(b)
+        return b <= threshold  # out of memory above the threshold
+
+    res = search_batch_size(fits, limit=100_000)
+    assert res.largest == threshold
+    assert res.size == max(1, int(threshold * 0.9))
+    assert len(calls) <= 2 * np.log2(threshold + 1) + 2  # doubling then bisection
+
+
+def test_search_stops_at_the_data_size():
+    res = search_batch_size(lambda b: True, limit=600)
+    assert res.largest == res.size == 600
+
+
+def test_search_nothing_fits():
+    with pytest.raises(BatchSizeError, match="one sample"):
+        search_batch_size(lambda b: False, limit=64)
+
+
+def test_no_fit_message_names_the_memory():
+    msg = no_fit_message((1, 512, 512, 512), "cuda:0", "CUDA out of memory. Tried to allocate "
+                         "3.50 GiB. GPU 0 has a total capacity of 8.00 GiB", 2 * 2**30, 8 * 2**30,
+                         10**6)
+    assert "3.50 GiB" in msg and "2.00 GiB of 8.00 GiB free" in msg and "(1, 512, 512, 512)" in msg
+
+
+def test_plateau_on_a_simulated_throughput_curve():
+    # 1000 b / (b + 16): doubling 128 -> 256 gains 5.9 %, 256 -> 512 gains 3.0 %
+    res = plateau_batch_size(lambda b: 1000 * b / (b + 16), limit=10_000)
+    assert res.size == 256 and res.method == "throughput"
+    assert plateau_batch_size(lambda b: b, limit=100).size == 64  # always gaining: the limit
+
+
+def test_fit_auto_batch_size_on_cpu_records_the_choice(tmp_path, blobs):
+    X, y = blobs
+    net = MLP((4,), 3, hidden=(8,))
+    with monitor.gpu_monitor(tmp_path, "cpu"):
+        res = fit(net, X, y, options=TrainOptions(epochs=1, batch_size="auto", device="cpu"))
+    got = read_json(tmp_path / "gpu.json")
+    assert got["sampled"] is False
+    (name, choice), = got["batch_size"].items()
+    assert name.startswith("MLP (") and choice["method"] == "throughput"
+    assert res.batch_size == choice["size"] >= 1
+    assert 1 <= res.batch_size <= len(X)
+
+
+def test_bad_amp_and_batch_size():
+    with pytest.raises(ValueError, match="amp must be"):
+        TrainOptions(amp="fp8")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainOptions(batch_size="big")
+    from calipers.evaluation.train import resolve_amp
+
+    for mode in (True, False, "auto", "bf16", "fp16", "off"):
+        assert resolve_amp(mode, torch.device("cpu")) is None  # the CPU never autocasts
+
+
+def test_plateau_survives_one_noisy_timing():
+    tp = {1: 100, 2: 104, 4: 300, 8: 310, 16: 312, 32: 2000}
+    res = plateau_batch_size(tp.__getitem__, limit=32)
+    assert res.size == 4 and 32 not in res.probes  # two misses after 4 end the search
