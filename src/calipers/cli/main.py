@@ -14,19 +14,40 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from calipers.cli._conventions import CONTEXT_SETTINGS, CalipersGroup
 from calipers.cli.permute import permute
 from calipers.cli.predict import predict
+from calipers.cli.report import report
 from calipers.cli.repro import env, repro
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="calipers", no_args_is_help=True, add_completion=False,
+    cls=CalipersGroup, context_settings=CONTEXT_SETTINGS,
     help="Measure your networks with error bars: CV, MC dropout, paired comparison, "
          "permutation inference.",
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from calipers import __version__
+
+        typer.echo(f"calipers {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_show_version, is_eager=True,
+        help="Print the calipers version and exit.")] = False,
+) -> None:
+    """Measure your networks with error bars: CV, MC dropout, paired comparison, permutation
+    inference."""
 
 
 @contextmanager
@@ -157,7 +178,8 @@ def compare_command(
     a: Annotated[str | None, typer.Option("--a", help="First network (baseline).")] = None,
     b: Annotated[str | None, typer.Option("--b", help="Second network.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Metric to compare on.")] = None,
-    alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
+    alpha: Annotated[float, typer.Option(
+        "--alpha", help="Significance level of the corrected t-test.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
 ) -> None:
@@ -181,8 +203,9 @@ app.command("repro")(repro)
 
 app.command("permute")(permute)
 app.command("predict")(predict)
+app.command("report")(report)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="calipers")
