@@ -43,7 +43,7 @@ def _readable_type(param: TyperOption | TyperArgument) -> str | None:
     """``INTEGER``, ``PATH``, ``a|b|c``... for a Python-typed option (None: leave it)."""
     try:
         label = param.display_type(None)  # e.g. "<int>", "<list[Path]>", "<a|b>"
-    except Exception:  # noqa: BLE001 - a new typer: keep its own display
+    except Exception:  # a new typer: keep its own display
         return None
     if not isinstance(label, str):
         return None
@@ -70,7 +70,7 @@ def _make_readable(command: Any) -> None:
             param.metavar = param.name.upper() + ("..." if many else "")
             param.display_type_rich = lambda ctx: None  # the metavar says it all
             # usage line: RUN_DIRS... (required) or [OUT] (optional), not typer's {RUN_DIRS}
-            param._usage_display_name = (  # noqa: SLF001 - see the NOTE above
+            param._usage_display_name = (  # see NOTE [Typer help display]
                 lambda p=param: p.metavar if p.required else f"[{p.metavar}]")
     help_option = getattr(command, "get_help_option", None)
     if help_option is not None and not getattr(help_option, "_calipers", False):

@@ -17,6 +17,7 @@ from rich.table import Table
 from calipers.cli._conventions import CONTEXT_SETTINGS, CalipersGroup
 from calipers.cli.permute import permute
 from calipers.cli.predict import predict
+from calipers.cli.progress import LogCVProgress
 from calipers.cli.report import report
 from calipers.cli.repro import env, repro
 
@@ -62,19 +63,25 @@ def _user_errors():
 
 class _RichCVProgress:
     """Rich progress bars for :func:`~calipers.evaluation.cv.cross_validate`: folds overall,
-    epochs per fold."""
+    epochs per fold. Drawn from the first fold on, so an argument error shows no bar."""
 
     def __init__(self, progress: Progress, n_total: int) -> None:
         self.p = progress
         self.total = progress.add_task("folds", total=n_total)
         self.fold = progress.add_task("", total=1, visible=False)
 
+    def _show(self) -> None:
+        if not self.p.live.is_started:
+            self.p.start()
+
     def fold_start(self, network: str, split: int, n_splits: int, n_epochs: int) -> None:
+        self._show()
         self.p.reset(self.fold, total=n_epochs, visible=True,
                      description=f"{network} fold {split + 1}/{n_splits}")
 
     def phase(self, description: str, n_epochs: int) -> None:
         """A stage that trains many folds at once (batched training)."""
+        self._show()
         self.p.reset(self.fold, total=n_epochs, visible=True, description=escape(description))
 
     def epoch(self, epoch: int, n_epochs: int, loss: float) -> None:
@@ -83,13 +90,16 @@ class _RichCVProgress:
                       + f" loss {loss:.4f}")
 
     def fold_end(self, result) -> None:
+        self._show()
         self.p.advance(self.total)
 
 
 def _render_summary(summary) -> None:
     d = summary.to_dict()
     metric = d["metric"]
+    from calipers._format import estimate
     from calipers.evaluation.metrics import METRICS
+    from calipers.report.headline import chosen_label, summary_headline
 
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
     table.add_column("network")
@@ -98,16 +108,17 @@ def _render_summary(summary) -> None:
                         if m != metric and m in next(iter(d["networks"].values())))):
         table.add_column(m, justify="right")
     cols = [c.header for c in table.columns[1:]]
+    label = chosen_label(d)
     for name, per in d["networks"].items():
         cells = []
         for m in cols:
             s = per[m]
-            k = 100 if m in METRICS and METRICS[m].percent_points else 1
-            unit = "%" if k == 100 else ""
-            cells.append(f"{k * s['mean']:.2f}{unit} ± {k * s['std']:.2f} "
-                         f"[{k * s['ci_low']:.2f}, {k * s['ci_high']:.2f}]")
-        table.add_row(name, *cells)
+            est = estimate(s["mean"], s["ci_low"], s["ci_high"], std=s["std"],
+                           percent=m in METRICS and METRICS[m].percent_points)
+            cells.append(f"{est.pm()}\n{est.ci()}")
+        table.add_row(name + (label if name == d.get("best") else ""), *cells)
     console.print(table)
+    console.print(f"[bold]{escape(summary_headline(d))}[/]", highlight=False)
     if "sentence" in d:
         console.print(f"[bold]Verdict:[/] {d['comparison']['sentence']}", highlight=False)
         if len(d["networks"]) > 2:
@@ -128,9 +139,13 @@ def _run(config, out: Path, report: bool = True):
     from calipers.experiment.runner import run_experiment
 
     n = len(config.networks) * config.cv.folds * config.cv.repeats
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as p:
-        res = run_experiment(config, out, progress=_RichCVProgress(p, n), report=report)
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                 TimeElapsedColumn(), console=console, transient=True)
+    progress = _RichCVProgress(p, n) if console.is_terminal else LogCVProgress(sys.stdout, n)
+    try:
+        res = run_experiment(config, out, progress=progress, report=report)
+    finally:
+        p.stop()
     _render_summary(res.summary)
     console.print(f"Run folder: {res.run_dir}" + (f"  report: {res.report}" if res.report else ""),
                   highlight=False)
@@ -172,6 +187,27 @@ def cv_command(
         _run(cfg, out or Path("runs") / config.stem, report=not no_report)
 
 
+def _check_compare_args(run_dirs: list[Path], a: str | None, b: str | None) -> None:
+    """Refuse half a pair, a network compared with itself and a run passed twice."""
+    if (a is None) != (b is None):
+        given, lacking = ("--a", "--b") if b is None else ("--b", "--a")
+        raise ValueError(f"{given} needs {lacking}: name both networks of the pair, e.g. "
+                         "--a A --b B (or neither, to compare the first two).")
+    if a is not None and a == b:
+        raise ValueError(f"--a and --b are both {a!r}; a network cannot be compared with "
+                         "itself. Name two different networks.")
+    seen: dict[Path, Path] = {}
+    for d in run_dirs:
+        if not d.exists():
+            raise FileNotFoundError(f"{d} does not exist; pass a run folder written by "
+                                    "`calipers cv` or `calipers demo`.")
+        key = d.resolve()
+        if key in seen:
+            raise ValueError(f"{d} is passed twice (as {seen[key]} and {d}); a run compared "
+                             "with itself says nothing. Pass each run folder once.")
+        seen[key] = d
+
+
 @app.command("compare")
 def compare_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folder(s) made on the same folds.")],
@@ -190,6 +226,7 @@ def compare_command(
     from calipers.experiment.summary import compare_runs
 
     with _user_errors():
+        _check_compare_args(run_dirs, a, b)
         summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")

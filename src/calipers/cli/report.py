@@ -5,7 +5,7 @@ Registered by ``cli/main.py`` as ``app.command("report")(report)``.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +16,7 @@ from calipers.cli._conventions import print_error
 __all__ = ["report"]
 
 
-class _Format(str, Enum):
+class _Format(StrEnum):
     html = "html"
     pdf = "pdf"
 

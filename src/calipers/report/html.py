@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from calipers import _format as fmt
 from calipers.evaluation.metrics import METRICS, reliability_curve
 from calipers.report import plots
+from calipers.report.headline import chosen_label, summary_headline
 from calipers.report.run_data import RunData, _pooled, load_run
 
 __all__ = ["RunData", "env_lines", "headline", "load_run", "render_report", "write_report"]
@@ -167,47 +168,9 @@ def _section_header(run: RunData) -> str:
     return f"<h1>calipers report: {_e(run.name)}</h1>{date}<p class='facts'>{_e(facts)}</p>"
 
 
-def _established(pair: Mapping[str, Any]) -> bool:
-    """Whether the comparison says the difference is established (significant)."""
-    if pair.get("criterion") == "significant difference":
-        return True
-    verdict = pair.get("verdict")
-    return isinstance(verdict, str) and "better than" in verdict
-
-
-_CRITERIA = {"lower fold std": "the lower fold-to-fold spread"}
-
-
 def headline(run: RunData) -> str:
-    """One sentence a reader can act on: ``comparison["headline"]`` when the summary has one,
-    else one derived from the comparison's fields (or, for one network, its estimate)."""
-    s = run.summary
-    cmp = s.get("comparison")
-    if isinstance(cmp, Mapping) and isinstance(cmp.get("headline"), str):
-        return cmp["headline"]
-    if run.incomplete:
-        return ("This run is incomplete: the numbers below come from the folds that finished, "
-                "and no comparison is made until every fold is done.")
-    metric = s["metric"]
-    if isinstance(cmp, Mapping) and all(isinstance(cmp.get(k), str) for k in ("a", "b", "chosen")):
-        a, b, chosen = cmp["a"], cmp["b"], cmp["chosen"]
-        metric = cmp.get("metric", metric)
-        est = _estimate(cmp.get("diff_mean"), cmp.get("diff_ci"), metric, diff=True)
-        diff = f"{b} − {a} = {est.value()}, 95% CI {est.ci()}"
-        if _established(cmp):
-            return (f"Use {chosen}: its {metric} is better, and the difference is established "
-                    f"({diff}).")
-        crit = cmp.get("criterion")
-        why = "" if not isinstance(crit, str) or crit == "first listed" else (
-            f"; {chosen} has {_CRITERIA.get(crit, 'the ' + crit)}")
-        return f"Use {chosen}. The {metric} difference is not established ({diff}){why}."
-    if len(run.networks) == 1:
-        net = run.networks[0]
-        m = s["networks"][net].get(metric)
-        if isinstance(m, Mapping):
-            est = _estimate(m.get("mean"), (m.get("ci_low"), m.get("ci_high")), metric)
-            return f"{net}: {metric} {est.value()} (95% CI {est.ci()})."
-    return f"{len(run.networks)} networks measured on {metric}; no comparison in this run."
+    """The sentence the report opens with (:func:`calipers.report.headline.summary_headline`)."""
+    return summary_headline(run.summary, incomplete=bool(run.incomplete))
 
 
 def _section_verdict(run: RunData) -> str:
@@ -221,18 +184,9 @@ def _section_verdict(run: RunData) -> str:
     return f"<div class='verdict'><h2>Verdict</h2>{body}</div>"
 
 
-def _chosen_label(run: RunData) -> str:
-    """" (best)" when the difference is established, else " (chosen)"."""
-    cmp = run.summary.get("comparison")
-    pairs = _pairs(run.summary)
-    if pairs and all(_established(p) for p in pairs if p.get("chosen") == run.summary.get("best")):
-        return " (best)"
-    return " (chosen)" if isinstance(cmp, Mapping) or pairs else ""
-
-
 def _section_networks(run: RunData) -> str:
     best = run.summary.get("best")
-    label = _chosen_label(run)
+    label = chosen_label(run.summary)
     rows = []
     for net in run.networks:
         for metric, m in run.summary["networks"][net].items():
