@@ -38,7 +38,9 @@ DASH = "—"  # shown for a missing or non-finite value
 
 def _finite(x: object) -> float | None:
     """``x`` as a finite float, or None (bools, strings, NaN and ±inf are not numbers here)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    if isinstance(x, bool) or x is None:
+        return None
+    if not isinstance(x, (int, float)):
         try:  # NumPy scalars
             x = float(x)  # type: ignore[arg-type]
         except (TypeError, ValueError):
