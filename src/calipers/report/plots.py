@@ -256,7 +256,7 @@ def plot_reliability(
     ax.set_ylabel("accuracy")
     prefix = f"{_plain(title)}: " if title else ""
     ax.set_title(f"{prefix}ECE {fmt_sig(100 * rel.ece(), 3)}% (pooled)")
-    ax.legend(loc="upper left", fontsize=9)
+    fig.legend(loc="outside lower center", ncols=2)  # below the axes: never over the bars
     return fig
 
 
