@@ -160,12 +160,12 @@ def test_report_read_only_run_folder(small_run, tmp_path, monkeypatch):
     out, _ = small_run
     ro = tmp_path / "ro"
     shutil.copytree(out, ro, ignore=shutil.ignore_patterns("figures", "report.*"))
-    import calipers.report.html as html_mod
+    import calipers.report.write as write_mod
 
     def read_only(folder):
         raise PermissionError(30, "Read-only file system")
 
-    monkeypatch.setattr(html_mod, "_probe_file", read_only)
+    monkeypatch.setattr(write_mod, "_probe_file", read_only)
     res = runner.invoke(app, ["report", str(ro)])
     assert res.exit_code == 2
     assert "cannot write the report" in res.output and "--out FILE" in res.output
