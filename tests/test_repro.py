@@ -301,3 +301,18 @@ def test_env_json_and_errors(tmp_path):
     assert res.exit_code == 2 and "--out needs --export" in res.output
     res = runner.invoke(app, ["env", "--from", str(tmp_path), "--export", "pip"])
     assert res.exit_code == 2 and "env.json does not exist" in res.output
+
+
+def test_cli_says_within_tolerance_when_csv_bytes_change(runs, tmp_path):
+    # metrics.csv not byte-identical (one more digit), every value within the tolerances
+    d = _copy(runs["a"], tmp_path)
+    csv_path = d / "metrics.csv"
+    csv_path.write_text(csv_path.read_text().replace("\n", " \n", 1))
+    res = runner.invoke(app, ["repro", str(runs["a"]), str(d), "--metric-atol", "1e-9"])
+    report = compare_runs_repro(runs["a"], d, metric_atol=1e-9)
+    assert not report.metrics_csv_identical and report.ok
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    out = out.split("folds:", 1)[1]  # after the paths, which hold the test name
+    assert "differ" not in out and "not bit-identical, every value within the tolerances" in out
+    assert not (d / "repro.json").exists() and not (runs["a"] / "repro.json").exists()
