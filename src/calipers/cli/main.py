@@ -219,7 +219,7 @@ def compare_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
 ) -> None:
-    """Paired comparison of finished runs: corrected t, McNemar, P(B>A), verdict.
+    """Paired comparison of finished runs: corrected t, McNemar, P(B better), verdict.
 
     Example: calipers compare runs/demo --a A --b B --metric nll
     """
