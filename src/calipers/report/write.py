@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from calipers.report.headline import chosen_label
 from calipers.report.html import _estimate, _render, env_lines, headline
 from calipers.report.run_data import RunData, load_run
 
@@ -133,10 +134,12 @@ def write_report(
 def _network_rows(run: RunData) -> list[tuple[str, str, str, str]]:
     """(network, metric, mean ± std, 95% CI) rows of the networks table, for the PDF."""
     rows = []
+    label = chosen_label(run.summary)
     for net in run.networks:
         for metric, m in run.summary["networks"][net].items():
             m = m if isinstance(m, Mapping) else {}
             est = _estimate(m.get("mean"), (m.get("ci_low"), m.get("ci_high")), metric,
                             std=m.get("std"))
-            rows.append((net, metric, est.pm(), est.ci()))
+            rows.append((net + (label if net == run.summary.get("best") else ""), metric,
+                         est.pm(), est.ci()))
     return rows
