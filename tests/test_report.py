@@ -12,6 +12,7 @@ import pytest
 import scipy.stats
 from numpy.testing import assert_allclose
 
+from calipers._format import estimate, fmt_sig
 from calipers.exceptions import DataError
 from calipers.report import (
     RunData,
@@ -116,13 +117,18 @@ def test_report_content(class_run):
     assert f"calipers report: {root.name}" in text
     for net in ("A", "B"):
         m = summary["networks"][net]["accuracy"]
-        # accuracy in %, mean ± std and CI
-        assert f"{100 * m['mean']:.2f}% ± {100 * m['std']:.2f}%" in text
-        assert f"[{100 * m['ci_low']:.2f}%, {100 * m['ci_high']:.2f}%]" in text
+        # accuracy in %, mean ± std and CI with one precision (NOTE [Number formatting])
+        est = estimate(m["mean"], m["ci_low"], m["ci_high"], std=m["std"], percent=True)
+        assert f"<td>{est.pm()}</td><td>{est.ci()}</td>" in text
+        assert est.pm().endswith(f"% ± {est.std}") and "%" not in est.ci()
     pair = summary["comparison"]
-    assert f"{100 * pair['diff_mean']:+.2f} pp" in text
-    assert "<td>0.432</td><td>0.864</td><td>&lt; 0.001</td><td>0.60 [0.20, 1.00]</td>" in text
-    assert "<p class='date'>2030-05-06T07:08:09+00:00</p>" in text  # env.json's "created"
+    est = estimate(pair["diff_mean"], *pair["diff_ci"], percent=True, diff=True)
+    assert f"<td>B − A</td><td>accuracy</td><td>{est.value()}</td><td>{est.ci()}</td>" in text
+    assert est.value().endswith(" pp")
+    # a single pair: no Holm column; McNemar given
+    assert "<td>0.43</td><td>&lt; 0.001</td><td>60% [20%, 100%]</td>" in text
+    assert "p Holm" not in text
+    assert "<p class='date'>6 May 2030, 07:08 UTC</p>" in text  # env.json's "created"
     assert "<td>abc123def</td><td>60</td><td>5</td><td>1</td><td>5</td>" in text
     assert "fold std" in text and "not established" in text
     for value in ("Linux-test", "3.11.9", "Fake GPU", "abc123def"):
@@ -143,7 +149,8 @@ def test_pooled_numbers_in_report(class_run):
     proba = np.concatenate([folds[j]["proba"] for j in range(N_FOLDS)])
     acc = np.mean(proba.argmax(1) == y)
     ent = np.concatenate([folds[j]["entropy"] for j in range(N_FOLDS)]).mean()
-    assert f"<td>A</td><td>5</td><td>60</td><td>{100 * acc:.2f}%</td><td>{ent:.4f}</td>" in text
+    acc_text = estimate(acc, percent=True).value()
+    assert f"<td>A</td><td>5</td><td>60</td><td>{acc_text}</td><td>{fmt_sig(ent)}</td>" in text
 
 
 def test_regression_report(tmp_path):
@@ -155,14 +162,14 @@ def test_regression_report(tmp_path):
     assert all(PNG_URI in img for img in imgs)
     assert "reliability" not in text and "entropy" not in text
     m = summary["networks"]["A"]["rmse"]
-    assert f"{m['mean']:.4g} ± {m['std']:.4g}" in text
+    assert estimate(m["mean"], m["ci_low"], m["ci_high"], std=m["std"]).pm() in text
     run = load_run(tmp_path)
     pred = run.predictions["B"]
     res = np.concatenate([pred[j]["y_true"][:, None] - pred[j]["mean"] for j in range(N_FOLDS)])
     std = np.sqrt(np.concatenate([pred[j]["var"] for j in range(N_FOLDS)]))
     cover = np.mean(np.abs(res) <= 1.96 * std)
-    row = (f"<td>B</td><td>5</td><td>60</td><td>{np.sqrt(np.mean(res**2)):.4g}</td>"
-           f"<td>{std.mean():.4g}</td><td>{100 * cover:.1f}%</td>")
+    row = (f"<td>B</td><td>5</td><td>60</td><td>{fmt_sig(np.sqrt(np.mean(res**2)))}</td>"
+           f"<td>{fmt_sig(std.mean())}</td><td>{100 * cover:.1f}%</td>")
     assert row in text
 
 
@@ -214,20 +221,23 @@ def test_in_memory_run_data():
                            "folds": [0.4, 0.5, 0.6]}}}, "sentence": "One network only."}
     run = RunData(summary, name="mem", date="2024-01-02")
     text = render_report(run)
-    assert "calipers report: mem" in text and "2024-01-02" in text
-    assert "One network only." in text and "50.00% ± 10.00%" in text
+    assert "calipers report: mem" in text and "2 January 2024" in text
+    assert "One network only." in text and "50% ± 10" in text and "[40, 60]" in text
     assert "x: no predictions" in text and "env.json not found" in text
-    assert "summary.json holds no comparison" in text
+    assert "Paired comparisons" not in text  # one network: nothing to compare
+    assert "x: accuracy 50% (95% CI [40, 60])." in text  # the headline
     assert len(_images(text)) == 1
     assert run.to_dict()["n_predictions"] == {}
     json.dumps(run.to_dict())
 
 
 def test_missing_summary_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"summary\.json does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"is not a calipers run folder: it has neither"):
         load_run(tmp_path)
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "summary.json"))):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path))):
         write_report(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist"):
+        write_report(tmp_path / "nowhere")
     assert not (tmp_path / "report.html").exists()
 
 
@@ -266,7 +276,7 @@ def test_reliability_ece_hand_derived():
     y = np.array([0] * 6 + [1] * 4 + [1] * 10)
     fig = plot_reliability(y, proba, title="net")
     ax = fig.axes[0]
-    assert ax.get_title() == "net: ECE 7.50%"
+    assert ax.get_title() == "net: ECE 7.50% (pooled)"
     acc_bars, gap_bars = ax.containers
     assert_allclose([p.get_height() for p in acc_bars], [0.6, 1.0])
     assert_allclose([p.get_x() for p in acc_bars], [10 / 15, 14 / 15])  # (10/15, 11/15], ...
@@ -303,4 +313,4 @@ def test_std_vs_error_spearman_in_title():
     err = np.abs(rng.normal(scale=std))
     fig = plot_std_vs_error(std, err, title="$net$")
     rho = scipy.stats.spearmanr(std, err).statistic
-    assert fig.axes[0].get_title() == rf"\$net\$: Spearman ρ = {rho:.2f}"
+    assert fig.axes[0].get_title() == rf"\$net\$: Spearman ρ = {fmt_sig(rho, 2)}"

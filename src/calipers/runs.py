@@ -14,6 +14,9 @@ Layout (design §3)::
 Every file is written to a temporary file in the same folder and renamed into place, so an
 interrupted run never leaves a half-written file behind. A fold counts as finished when its
 ``metrics.json`` exists; it is written last, after ``predictions.npz`` and ``model.pt``.
+``tempfile.mkstemp`` creates the temporary file with mode 0600; before the rename it gets the
+mode ``open()`` would have given it (0666 minus the umask: 0644 under the usual 022), so
+co-workers, web servers and a container's host user can read the results.
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
@@ -51,6 +68,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; NOTE [Atomic writes]
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

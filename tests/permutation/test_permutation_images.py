@@ -170,6 +170,17 @@ def test_cli_randomise_flags(subjects):
     assert_allclose(summary["null_max_statistic"][0], direct.max_null[0], rtol=1e-6)
 
 
+def test_cli_progress_in_logs(subjects):
+    # not a terminal: plain "permutation N/M done" lines (at most every 10 s, and the last)
+    _data, _paths, tmp = subjects
+    res = CliRunner().invoke(_app(), ["permute", "-i", str(tmp / "all.nii.gz"), "-o",
+                                      str(tmp / "log" / "r"), "-1", "-n", "50", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("permutation ")]
+    assert lines and lines[-1].startswith("permutation 50/50 done · "), res.output
+    assert "━" not in res.output
+
+
 def test_cli_bad_input_exits_2_without_traceback(subjects):
     _data, _paths, tmp = subjects
     (tmp / "bad.mat").write_text("/NumWaves 1\n/NumPoints 8\n" + "1\n" * 8)

@@ -142,3 +142,18 @@ def test_bad_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, p)
     with pytest.raises(DataError, match="not a calipers segmentation checkpoint"):
         load_predictor(p)
+
+
+def test_progress_in_logs_one_line_per_file(seg_run, in_dir, tmp_path):
+    # CliRunner's streams are not terminals: plain lines, no bar (calipers.cli.progress)
+    app = typer.Typer()
+    app.command()(predict)
+    r = CliRunner().invoke(app, ["--model", str(seg_run), "--in", str(in_dir), "--out",
+                                 str(tmp_path / "o"), "--mc", "1"])
+    assert r.exit_code == 0, r.output
+    n = len(list(in_dir.glob("*.nii.gz")))
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("file ")]
+    assert len(lines) == n, r.output
+    assert lines[0].startswith(f"file 1/{n} done (case_000.nii.gz) · ")
+    assert lines[-1].startswith(f"file {n}/{n} done") and "left" not in lines[-1]
+    assert "━" not in r.output

@@ -14,11 +14,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from calipers.cli._conventions import CONTEXT_SETTINGS, CalipersGroup
 from calipers.cli.bench import bench
 from calipers.cli.gpu import gpu
 from calipers.cli.pack import pack
 from calipers.cli.permute import permute
 from calipers.cli.predict import predict
+from calipers.cli.progress import LogCVProgress
+from calipers.cli.report import report
 from calipers.cli.repro import env, repro
 from calipers.exceptions import TrainingError
 from calipers.experiment.tasks import TaskError
@@ -27,11 +30,30 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="calipers", no_args_is_help=True, add_completion=False,
+    cls=CalipersGroup, context_settings=CONTEXT_SETTINGS,
     help="Measure your networks with error bars: CV, MC dropout, paired comparison, "
          "permutation inference.",
 )
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from calipers import __version__
+
+        typer.echo(f"calipers {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_show_version, is_eager=True,
+        help="Print the calipers version and exit.")] = False,
+) -> None:
+    """Measure your networks with error bars: CV, MC dropout, paired comparison, permutation
+    inference."""
 
 
 @contextmanager
@@ -63,12 +85,18 @@ class _RichCVProgress:
         self.total = progress.add_task("folds", total=n_total)
         self.fold = progress.add_task("", total=1, visible=False)
 
+    def _show(self) -> None:
+        if not self.p.live.is_started:
+            self.p.start()
+
     def fold_start(self, network: str, split: int, n_splits: int, n_epochs: int) -> None:
+        self._show()
         self.p.reset(self.fold, total=n_epochs, visible=True,
                      description=f"{network} fold {split + 1}/{n_splits}")
 
     def phase(self, description: str, n_epochs: int) -> None:
         """A stage that trains many folds at once (batched training)."""
+        self._show()
         self.p.reset(self.fold, total=n_epochs, visible=True, description=escape(description))
 
     def epoch(self, epoch: int, n_epochs: int, loss: float) -> None:
@@ -77,13 +105,16 @@ class _RichCVProgress:
                       + f" loss {loss:.4f}")
 
     def fold_end(self, result) -> None:
+        self._show()
         self.p.advance(self.total)
 
 
 def _render_summary(summary) -> None:
     d = summary.to_dict()
     metric = d["metric"]
+    from calipers._format import estimate
     from calipers.evaluation.metrics import METRICS
+    from calipers.report.headline import chosen_label, summary_headline
 
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
     table.add_column("network")
@@ -92,21 +123,22 @@ def _render_summary(summary) -> None:
                         if m != metric and m in next(iter(d["networks"].values())))):
         table.add_column(m, justify="right")
     cols = [c.header for c in table.columns[1:]]
+    label = chosen_label(d)
     for name, per in d["networks"].items():
         cells = []
         for m in cols:
             s = per[m]
-            k = 100 if m in METRICS and METRICS[m].percent_points else 1
-            unit = "%" if k == 100 else ""
-
-            def num(key: str, s=s, k=k) -> str:  # None: undefined on too many folds
-                return "—" if s.get(key) is None else f"{k * s[key]:.2f}"
-
             used = s.get("n_folds", d["n_splits"])
-            cells.append(f"{num('mean')}{unit} ± {num('std')} [{num('ci_low')}, {num('ci_high')}]"
-                         + (f" ({used}/{d['n_splits']} folds)" if used != d["n_splits"] else ""))
-        table.add_row(name, *cells)
+            note = f"\n({used}/{d['n_splits']} folds)" if used != d["n_splits"] else ""
+            if s.get("mean") is None:  # undefined on too many folds
+                cells.append("—" + note)
+                continue
+            est = estimate(s["mean"], s["ci_low"], s["ci_high"], std=s["std"],
+                           percent=m in METRICS and METRICS[m].percent_points)
+            cells.append(f"{est.pm()}\n{est.ci()}{note}")
+        table.add_row(name + (label if name == d.get("best") else ""), *cells)
     console.print(table)
+    console.print(f"[bold]{escape(summary_headline(d))}[/]", highlight=False)
     if "sentence" in d:
         console.print(f"[bold]Verdict:[/] {d['comparison']['sentence']}", highlight=False)
         if len(d["networks"]) > 2:
@@ -127,9 +159,13 @@ def _run(config, out: Path, report: bool = True):
     from calipers.experiment.runner import run_experiment
 
     n = len(config.networks) * config.cv.folds * config.cv.repeats
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as p:
-        res = run_experiment(config, out, progress=_RichCVProgress(p, n), report=report)
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                 TimeElapsedColumn(), console=console, transient=True)
+    progress = _RichCVProgress(p, n) if console.is_terminal else LogCVProgress(sys.stdout, n)
+    try:
+        res = run_experiment(config, out, progress=progress, report=report)
+    finally:
+        p.stop()
     _render_summary(res.summary)
     console.print(f"Run folder: {res.run_dir}" + (f"  report: {res.report}" if res.report else ""),
                   highlight=False)
@@ -171,19 +207,41 @@ def cv_command(
         _run(cfg, out or Path("runs") / config.stem, report=not no_report)
 
 
+def _check_compare_args(run_dirs: list[Path], a: str | None, b: str | None) -> None:
+    """Refuse half a pair, a network compared with itself and a run passed twice."""
+    if (a is None) != (b is None):
+        given, lacking = ("--a", "--b") if b is None else ("--b", "--a")
+        raise ValueError(f"{given} needs {lacking}: name both networks of the pair, e.g. "
+                         "--a A --b B (or neither, to compare the first two).")
+    if a is not None and a == b:
+        raise ValueError(f"--a and --b are both {a!r}; a network cannot be compared with "
+                         "itself. Name two different networks.")
+    seen: dict[Path, Path] = {}
+    for d in run_dirs:
+        if not d.exists():
+            raise FileNotFoundError(f"{d} does not exist; pass a run folder written by "
+                                    "`calipers cv` or `calipers demo`.")
+        key = d.resolve()
+        if key in seen:
+            raise ValueError(f"{d} is passed twice (as {seen[key]} and {d}); a run compared "
+                             "with itself says nothing. Pass each run folder once.")
+        seen[key] = d
+
+
 @app.command("compare")
 def compare_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folder(s) made on the same folds.")],
     a: Annotated[str | None, typer.Option("--a", help="First network (baseline).")] = None,
     b: Annotated[str | None, typer.Option("--b", help="Second network.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Metric to compare on.")] = None,
-    alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
+    alpha: Annotated[float, typer.Option(
+        "--alpha", help="Significance level of the corrected t-test.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
     allow_different_data: Annotated[bool, typer.Option(
         "--allow-different-data", help="Compare runs whose data fingerprints differ.")] = False,
 ) -> None:
-    """Paired comparison of finished runs: corrected t, McNemar, P(B>A), verdict.
+    """Paired comparison of finished runs: corrected t, McNemar, P(B better), verdict.
 
     Example: calipers compare runs/demo --a A --b B --metric nll
     """
@@ -193,6 +251,7 @@ def compare_command(
 
     with _user_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        _check_compare_args(run_dirs, a, b)
         summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha,
                                allow_different_data=allow_different_data)
     for w in caught:
@@ -212,8 +271,9 @@ app.command("predict")(predict)
 app.command("gpu")(gpu)
 app.command("bench")(bench)
 app.command("pack")(pack)
+app.command("report")(report)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="calipers")

@@ -5,11 +5,14 @@ Registered by ``cli.py`` as ``app.command("permute")(permute)``.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
 import typer
 from rich.markup import escape
+
+from calipers.cli.progress import LogProgress
 
 __all__ = ["permute"]
 
@@ -77,16 +80,23 @@ def permute(
         TimeRemainingColumn(), console=err, disable=quiet, transient=False,
     )
     task = progress.add_task("permutations", total=None)
+    log = LogProgress(sys.stderr, unit="permutation", every=10.0)
 
     mon = None
 
     def _update(done: int, total: int) -> None:
+        if quiet:
+            return
+        if not err.is_terminal:  # logs: a plain line at most every 10 s
+            log.update(done, total)
+        elif not progress.live.is_started:  # drawn from the first chunk: no bar before an error
+            progress.start()
         progress.update(task, completed=done, total=total)
         if mon is not None:
             mon.mark(f"permutations to {done} of {total}")  # one gpu.json segment per chunk
 
     try:
-        with gpu_monitor(Path(output).parent, device) as mon, progress, \
+        with gpu_monitor(Path(output).parent, device) as mon, \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(
@@ -99,8 +109,10 @@ def permute(
                 overwrite=overwrite,
             )
     except (ValueError, FileNotFoundError, OSError) as exc:
-        err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
+        progress.stop()
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
+    progress.stop()
     for w in caught:
         err.print(f"[yellow]Note:[/yellow] {w.message}", highlight=False)
     _report(err, out)

@@ -5,10 +5,14 @@ Registered by ``cli.py`` as ``app.command("predict")(predict)``; ``main()`` runs
 
 from __future__ import annotations
 
+import inspect
+import sys
 from pathlib import Path
 
 import typer
 from rich.markup import escape
+
+from calipers.cli.progress import LogProgress
 
 __all__ = ["main", "predict"]
 
@@ -53,17 +57,31 @@ def predict(
             raise ValueError(f"--roi must be sizes separated by commas, e.g. 48,64,48; got "
                              f"{roi!r}.") from None
         pred = load_predictor(model, network=network, device=device)
-        with gpu_monitor(out_dir, device) as mon, Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                console=err, disable=quiet) as bar:
-            task = bar.add_task("segmenting", total=None)
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       console=err, disable=quiet)
+        task = bar.add_task("segmenting", total=None)
+        log = LogProgress(sys.stderr, unit="file")
 
-            def step(done: int, total: int, name: str) -> None:
-                bar.update(task, completed=done, total=total, description=name)
+        mon = None
+
+        def step(done: int, total: int, name: str) -> None:
+            if mon is not None:
                 mon.mark(name)  # one gpu.json segment per file
+            if quiet:
+                return
+            if not err.is_terminal:  # logs: one plain line per file
+                log.update(done, total, label=name)
+                return
+            if not bar.live.is_started:  # drawn from the first file: no bar before an error
+                bar.start()
+            bar.update(task, completed=done, total=total, description=name)
 
-            res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
-                                 progress=step, roi_size=roi_size, overwrite=overwrite)
+        try:
+            with gpu_monitor(out_dir, device) as mon:
+                res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
+                                     progress=step, roi_size=roi_size, overwrite=overwrite)
+        finally:
+            bar.stop()
     except (ValueError, FileNotFoundError, DataError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
@@ -75,7 +93,7 @@ def predict(
         raise typer.Exit(1)
 
 
-predict.__doc__ = (predict.__doc__ or "") + "\n\n" + _EPILOG
+predict.__doc__ = inspect.cleandoc(predict.__doc__ or "") + "\n\n" + _EPILOG
 
 
 def main() -> None:

@@ -102,8 +102,14 @@ def _render_repro(report) -> None:
     _print_diffs(d["config_diffs"], "configuration differences", repr, "configs: identical")
     _print_diffs(d["env_diffs"], "environment differences (informational)", str,
                  "environment: identical (creation time not compared)")
+    if d["metrics_csv_identical"]:
+        csv_state = "bit-identical"
+    elif d["ok"]:  # never "differs" above "The runs agree": the values are within tolerance
+        csv_state = "not bit-identical, every value within the tolerances (table below)"
+    else:
+        csv_state = "not bit-identical (table below)"
     _console.print(f"folds: {'identical' if d['folds_match'] else 'DIFFERENT'};  metrics.csv: "
-                   f"{'bit-identical' if d['metrics_csv_identical'] else 'differs'}")
+                   f"{csv_state}", highlight=False)
     worst: dict[str, float] = {}
     for m in d["metrics"]:
         worst[m["network"]] = max(worst.get(m["network"], 0.0), m["max_abs_diff"])
@@ -138,7 +144,7 @@ def repro(
     dice_min: Annotated[float, typer.Option(
         "--dice-min", help="Smallest allowed Dice between the runs' segmentations.")] = 1.0,
     json_out: Annotated[Path | None, typer.Option(
-        "--json-out", help="Where to write the JSON report [default: RUN_B/repro.json].")]
+        "--json-out", help="Also write the JSON report to this file (the runs are only read).")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report, no tables.")]
     = False,
@@ -146,7 +152,7 @@ def repro(
     """Check that two runs agree: config, environment, per-fold metrics, predictions, Dice.
 
     Exit code 0 when they agree within the tolerances (default: bit-identical), 1 when they
-    differ, 2 on bad input. The JSON report goes to RUN_B/repro.json unless --json-out.
+    differ, 2 on bad input. Both runs are only read; --json-out FILE saves the JSON report.
 
     Example: calipers repro runs/exp-laptop runs/exp-cluster --metric-atol 1e-6 --proba-atol 1e-5
     """
@@ -156,11 +162,12 @@ def repro(
     with _user_errors():
         report = compare_runs_repro(run_a, run_b, metric_atol=metric_atol,
                                     proba_atol=proba_atol, dice_min=dice_min)
-    target = json_out if json_out is not None else Path(run_b) / "repro.json"
-    atomic_write_json(target, report.to_dict())
+    if json_out is not None:
+        atomic_write_json(json_out, report.to_dict())
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
         _render_repro(report)
-        _console.print(f"report: {target}", highlight=False)
+        if json_out is not None:
+            _console.print(f"JSON report: {json_out}", highlight=False)
     raise typer.Exit(0 if report.ok else 1)

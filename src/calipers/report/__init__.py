@@ -7,7 +7,7 @@ PosixPath('runs/demo/report.html')
 
 from __future__ import annotations
 
-from calipers.report.html import RunData, load_run, render_report, write_report
+from calipers.report.html import headline, render_report
 from calipers.report.plots import (
     plot_entropy_histogram,
     plot_fold_scores,
@@ -16,9 +16,12 @@ from calipers.report.plots import (
     plot_residual_histogram,
     plot_std_vs_error,
 )
+from calipers.report.run_data import RunData, load_run
+from calipers.report.write import write_report
 
 __all__ = [
     "RunData",
+    "headline",
     "load_run",
     "plot_entropy_histogram",
     "plot_fold_scores",

@@ -1,279 +1,44 @@
 """One self-contained HTML report of a cross-validation run.
 
-``load_run`` reads a run directory (design §3) into a :class:`RunData`; ``render_report`` turns
-a ``RunData`` into HTML text; ``write_report`` does both and writes ``RUN/report.html``.
+``load_run`` (:mod:`calipers.report.run_data`) reads a run directory (design §3) into a
+:class:`RunData`; ``render_report`` turns a ``RunData`` into HTML text;
+:func:`calipers.report.write.write_report` does both, writes ``RUN/report.html`` (or a PDF) and
+saves every figure as ``figures/NAME.svg`` and ``figures/NAME.png`` beside the report.
 
 # NOTE [Self-contained report]
 The report must open offline, years later, from an e-mail attachment: no external CSS, scripts,
 fonts or images. Figures are PNGs embedded as ``data:image/png;base64,`` URIs, the CSS is inline,
 and every string that came from a file (network names, sentences, environment values, the
-config) is HTML-escaped, since a network may be called ``<b>``.
+config) is HTML-escaped, since a network may be called ``<b>``. Each figure is shown at the
+fraction of the content width it was drawn for (NOTE [Figure style] in ``plots``), so its
+fonts print at their size.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
+import contextvars
 import html
 import io
 import json
-import math
-import os
-import zipfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from calipers import _format as fmt
 from calipers.evaluation.metrics import METRICS, reliability_curve
-from calipers.exceptions import DataError
+from calipers.gpu.report import gpu_section  # "" without RUN/gpu.json
 from calipers.report import plots
-from calipers.runs import atomic_write_text, fold_dir, read_json
-from calipers.uncertainty.measures import predictive_entropy
+from calipers.report.headline import chosen_label, summary_headline
+from calipers.report.run_data import RunData, _pooled, load_run
 
-__all__ = ["RunData", "load_run", "render_report", "write_report"]
+__all__ = ["RunData", "env_lines", "headline", "load_run", "render_report"]
 
-_NEEDED = {"classification": ("y_true", "proba"), "regression": ("y_true", "mean", "var"),
-           "segmentation": ("y_true", "labels")}
 _SEG_EXAMPLES = 4  # validation volumes shown per network
-
-
-@dataclass(frozen=True)
-class RunData:
-    """Everything the report shows, read from one run directory (or built in memory).
-
-    Parameters
-    ----------
-    summary : mapping
-        The content of ``summary.json`` (design §3): ``task``, ``metric``, ``networks``, ...
-    name : str, default "run"
-        Run name for the title (the run directory's name).
-    date : str, default ""
-        When the run finished, shown under the title.
-    env : mapping, optional
-        ``env.json``; None when the file is absent.
-    folds : mapping, optional
-        ``hash``, ``n_samples``, ``n_folds``, ``n_repeats`` and ``n_splits`` from
-        ``folds.json`` (the indices are dropped); None when the file is absent.
-    config_text : str, optional
-        ``config.toml`` verbatim; None when absent.
-    predictions : mapping of str to mapping of int to mapping of str to ndarray
-        ``predictions[network][fold]`` holds the arrays of that fold's ``predictions.npz``.
-    missing : mapping of str to mapping of int to str
-        ``missing[network][fold]`` says why a fold's predictions could not be used.
-    run_dir : Path, optional
-        Where the run was read from.
-    """
-
-    summary: Mapping[str, Any]
-    name: str = "run"
-    date: str = ""
-    env: Mapping[str, Any] | None = None
-    folds: Mapping[str, Any] | None = None
-    config_text: str | None = None
-    predictions: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]] = field(
-        default_factory=dict, repr=False
-    )
-    missing: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
-    run_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        where = self.run_dir / "summary.json" if self.run_dir is not None else "summary"
-        _check_summary(self.summary, where=str(where))
-
-    @property
-    def networks(self) -> list[str]:
-        """Network names, in the order of ``summary.json``."""
-        return list(self.summary["networks"])
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view; predictions are given as the number of samples per network."""
-        return {
-            "name": self.name,
-            "date": self.date,
-            "run_dir": None if self.run_dir is None else str(self.run_dir),
-            "summary": dict(self.summary),
-            "env": None if self.env is None else dict(self.env),
-            "folds": None if self.folds is None else dict(self.folds),
-            "config_text": self.config_text,
-            "n_predictions": {
-                net: int(sum(len(a["y_true"]) for a in folds.values()))
-                for net, folds in self.predictions.items()
-            },
-            "missing": {net: {str(k): v for k, v in m.items()} for net, m in self.missing.items()},
-        }
-
-
-def _check_summary(summary: object, *, where: str) -> None:
-    fix = "Rerun `calipers cv CONFIG.toml --out RUN_DIR` (it resumes) to rewrite it."
-    if not isinstance(summary, Mapping):
-        raise DataError(f"{where} must hold a JSON object; got {type(summary).__name__}. {fix}")
-    nets = summary.get("networks")
-    if not isinstance(nets, Mapping) or not nets:
-        raise DataError(
-            f"{where}: 'networks' must be a non-empty object mapping each network name to its "
-            f"metrics; got {nets!r:.80}. {fix}"
-        )
-    for key in ("task", "metric"):
-        if not isinstance(summary.get(key), str):
-            raise DataError(f"{where}: {key!r} must be a string; got {summary.get(key)!r}. {fix}")
-    for name, metrics in nets.items():
-        if not isinstance(metrics, Mapping):
-            raise DataError(
-                f"{where}: networks[{name!r}] must map metric names to their summaries; "
-                f"got {type(metrics).__name__}. {fix}"
-            )
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_run(run_dir: str | os.PathLike[str]) -> RunData:
-    """Read a run directory written by ``calipers cv`` into a :class:`RunData`.
-
-    Parameters
-    ----------
-    run_dir : str or path-like
-        The run directory. ``summary.json`` is required; ``env.json``, ``folds.json``,
-        ``config.toml`` and the predictions are shown as missing when absent.
-
-    Returns
-    -------
-    RunData
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``run_dir`` or its ``summary.json`` does not exist.
-    calipers.exceptions.DataError
-        If ``summary.json`` does not have the documented shape.
-    """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(
-            f"{summary_path} does not exist; the report needs the summary.json that "
-            f"`calipers cv` writes when every fold is done. Finish the run (rerunning "
-            f"`calipers cv CONFIG.toml --out {run_dir}` resumes it) and try again."
-        )
-    summary = read_json(summary_path)
-    _check_summary(summary, where=str(summary_path))  # before its names become folder names
-    env = read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else None
-    folds = _folds_info(read_json(run_dir / "folds.json")) if (
-        run_dir / "folds.json").is_file() else None
-    config = run_dir / "config.toml"
-    config_text = config.read_text(encoding="utf-8") if config.is_file() else None
-    predictions, missing = _load_predictions(run_dir, summary)
-    return RunData(
-        summary=summary, name=run_dir.resolve().name, date=_run_date(summary, env, summary_path),
-        env=env, folds=folds, config_text=config_text, predictions=predictions,
-        missing=missing, run_dir=run_dir,
-    )
-
-
-def _folds_info(raw: Any) -> dict[str, Any] | None:
-    """Hash and counts of ``folds.json``; the index lists are dropped."""
-    if not isinstance(raw, Mapping):
-        return None
-    info = {k: raw.get(k) for k in ("hash", "n_samples", "n_folds", "n_repeats", "n_splits")}
-    if info["n_splits"] is None and isinstance(raw.get("folds"), list):
-        info["n_splits"] = len(raw["folds"])
-    k, r = info["n_splits"], info["n_repeats"]
-    if info["n_folds"] is None and isinstance(k, int) and isinstance(r, int) and r > 0:
-        info["n_folds"] = k // r
-    return info
-
-
-def _run_date(summary: Mapping[str, Any], env: Any, path: Path) -> str:
-    """The run's date: a date field of summary.json or env.json, else summary.json's mtime."""
-    for source in (summary, env if isinstance(env, Mapping) else {}):
-        for key in ("date", "created", "timestamp", "finished"):
-            if isinstance(source.get(key), str):
-                return source[key]
-    mtime = _dt.datetime.fromtimestamp(path.stat().st_mtime, tz=_dt.UTC)
-    return mtime.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _n_expected_folds(summary: Mapping[str, Any]) -> int:
-    if isinstance(summary.get("n_splits"), int) and summary["n_splits"] > 0:
-        return summary["n_splits"]
-    k, r = summary.get("n_folds"), summary.get("n_repeats", 1)
-    if isinstance(k, int) and isinstance(r, int) and k > 0 and r > 0:
-        return k * r
-    lengths = [
-        len(m["folds"]) for metrics in summary["networks"].values() for m in metrics.values()
-        if isinstance(m, Mapping) and isinstance(m.get("folds"), list)
-    ]
-    return max(lengths, default=0)
-
-
-def _load_predictions(
-    run_dir: Path, summary: Mapping[str, Any]
-) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], dict[str, dict[int, str]]]:
-    task = summary["task"]
-    predictions: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-    missing: dict[str, dict[int, str]] = {}
-    if task not in _NEEDED:
-        return predictions, missing
-    for net in summary["networks"]:
-        predictions[net], missing[net] = {}, {}
-        for j in range(_n_expected_folds(summary)):
-            arrays, problem = _load_fold(fold_dir(run_dir, net, j) / "predictions.npz", task)
-            if arrays is None:
-                missing[net][j] = problem
-            else:
-                predictions[net][j] = arrays
-    return predictions, missing
-
-
-def _load_fold(path: Path, task: str) -> tuple[dict[str, np.ndarray] | None, str]:
-    """The arrays of one ``predictions.npz``, or None and the reason they cannot be used."""
-    if not path.is_file():
-        return None, "predictions.npz not found"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        return None, f"predictions.npz unreadable ({type(exc).__name__}: {exc})"
-    lacking = [k for k in _NEEDED[task] if k not in arrays]
-    if lacking:
-        return None, f"predictions.npz lacks {', '.join(lacking)}"
-    for key in _NEEDED[task]:
-        if not np.issubdtype(arrays[key].dtype, np.number) or arrays[key].ndim == 0:
-            return None, f"predictions.npz: {key} is not a numeric array ({arrays[key].dtype})"
-    n = len(arrays["y_true"])
-    for key in _NEEDED[task][1:]:
-        if len(arrays[key]) != n:
-            return None, f"predictions.npz: {key} has shape {arrays[key].shape}, y_true ({n},)"
-        if not np.isfinite(arrays[key]).all():
-            return None, f"predictions.npz: {key} holds NaN or infinite values"
-    if task == "classification" and arrays["proba"].ndim != 2:
-        return None, f"predictions.npz: proba has shape {arrays['proba'].shape}, not (n, C)"
-    return arrays, ""
-
-
-def _pooled(run: RunData, net: str) -> dict[str, np.ndarray] | None:
-    """Out-of-fold predictions of ``net`` concatenated in fold order; None if there are none."""
-    folds = run.predictions.get(net, {})
-    if not folds:
-        return None
-    keys = set.intersection(*(set(a) for a in folds.values()))
-    pooled = {k: np.concatenate([np.asarray(folds[j][k]) for j in sorted(folds)]) for k in keys}
-    if run.summary["task"] == "classification":
-        proba = pooled["proba"].astype(float)
-        if "entropy" not in pooled:
-            pooled["entropy"] = predictive_entropy(proba, axis=1)
-        pooled["correct"] = proba.argmax(axis=1) == pooled["y_true"].reshape(-1)
-    else:
-        n = len(pooled["y_true"])
-        pooled["mean"] = pooled["mean"].reshape(n, -1)
-        pooled["var"] = pooled["var"].reshape(n, -1)
-        pooled["y_true"] = pooled["y_true"].reshape(n, -1)
-    return pooled
-
 
 # --------------------------------------------------------------------------- formatting
 
@@ -292,14 +57,8 @@ def _is_percent(metric: str) -> bool:
 
 
 def _fmt(x: Any, metric: str, *, diff: bool = False) -> str:
-    """A metric value: accuracy-like metrics in % (differences in percentage points)."""
-    v = _num(x)
-    if not math.isfinite(v):
-        return "—"
-    sign = "+" if diff else ""
-    if _is_percent(metric):
-        return f"{100 * v:{sign}.2f}" + (" pp" if diff else "%")
-    return f"{v:{sign}.4g}"
+    """A metric value (NOTE [Number formatting] in ``calipers._format``)."""
+    return fmt.estimate(_num(x), percent=_is_percent(metric), diff=diff).value()
 
 
 def _interval(pair: Any) -> tuple[float, float]:
@@ -309,28 +68,25 @@ def _interval(pair: Any) -> tuple[float, float]:
     return (float("nan"), float("nan"))
 
 
-def _fmt_ci(pair: Any, metric: str, *, diff: bool = False) -> str:
+def _estimate(mean: Any, pair: Any, metric: str, *, std: Any = None,
+              diff: bool = False) -> fmt.Estimate:
+    """A mean with its interval and spread, all with one precision."""
     lo, hi = _interval(pair)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "—"
-    return f"[{_fmt(lo, metric, diff=diff)}, {_fmt(hi, metric, diff=diff)}]"
+    return fmt.estimate(_num(mean), lo, hi, std=_num(std), percent=_is_percent(metric),
+                        diff=diff)
+
+
+def _fmt_ci(pair: Any, metric: str, *, diff: bool = False) -> str:
+    return _estimate(None, pair, metric, diff=diff).ci()
 
 
 def _fmt_p(x: Any) -> str:
-    p = _num(x)
-    if not math.isfinite(p):
-        return "—"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return fmt.fmt_p(_num(x))
 
 
 def _fmt_prob(x: Any, ci: Any = None) -> str:
-    p = _num(x)
-    if not math.isfinite(p):
-        return "—"
     lo, hi = _interval(ci)
-    if math.isfinite(lo) and math.isfinite(hi):
-        return f"{p:.2f} [{lo:.2f}, {hi:.2f}]"
-    return f"{p:.2f}"
+    return fmt.fmt_probability(_num(x), lo, hi)
 
 
 def _text(value: Any) -> str:
@@ -350,12 +106,48 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = 
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(fig: Figure, alt: str, *, dpi: int) -> str:
-    """Render ``fig`` to PNG and return an ``<img>`` with the PNG as a base64 data URI."""
+class _FigureSet:
+    """The figures of one rendering: name -> (figure, PNG bytes), for ``figures/``."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, tuple[Figure, bytes]] = {}
+
+    def add(self, name: str, fig: Figure, png: bytes) -> str:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "figure"
+        unique, k = base, 2
+        while unique in self.figures:
+            unique, k = f"{base}-{k}", k + 1
+        self.figures[unique] = (fig, png)
+        return unique
+
+
+_COLLECTOR: contextvars.ContextVar[_FigureSet | None] = contextvars.ContextVar(
+    "calipers_report_figures", default=None)
+
+
+@contextmanager
+def _collect() -> Iterator[_FigureSet]:
+    figs = _FigureSet()
+    token = _COLLECTOR.set(figs)
+    try:
+        yield figs
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def _img(fig: Figure, alt: str, *, dpi: int, name: str | None = None) -> str:
+    """Render ``fig`` to PNG and return an ``<img>`` with the PNG as a base64 data URI, shown at
+    its share of the content width (NOTE [Self-contained report])."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+    png = buf.getvalue()
+    figs = _COLLECTOR.get()
+    if figs is not None:
+        figs.add(name or alt, fig, png)
+    share = min(100.0, 100.0 * fig.get_figwidth() / plots.CONTENT_WIDTH)
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" '
+            f'style="width:{share:.1f}%">')
 
 
 # --------------------------------------------------------------------------- sections
@@ -365,25 +157,34 @@ def _section_header(run: RunData) -> str:
     s = run.summary
     n_folds, n_rep = s.get("n_folds", "?"), s.get("n_repeats", 1)
     better = "higher" if s.get("higher_is_better", True) else "lower"
+    repeats = "" if n_rep == 1 else f" × {n_rep} repeats"
     facts = (
-        f"{s['task']} · {n_folds}-fold cross-validation × {n_rep} repeat(s) · "
+        f"{s['task']} · {n_folds}-fold cross-validation{repeats} · "
         f"primary metric {s['metric']} ({better} is better) · {len(run.networks)} network(s)"
     )
-    date = f"<p class='date'>{_e(run.date)}</p>" if run.date else ""
+    date = f"<p class='date'>{_e(fmt.fmt_datetime(run.date))}</p>" if run.date else ""
     return f"<h1>calipers report: {_e(run.name)}</h1>{date}<p class='facts'>{_e(facts)}</p>"
+
+
+def headline(run: RunData) -> str:
+    """The sentence the report opens with (:func:`calipers.report.headline.summary_headline`)."""
+    return summary_headline(run.summary, incomplete=bool(run.incomplete))
 
 
 def _section_verdict(run: RunData) -> str:
     sentences = [run.summary.get("sentence"), (run.summary.get("comparison") or {}).get("sentence")]
     unique = [s for i, s in enumerate(sentences) if isinstance(s, str) and s not in sentences[:i]]
-    if not unique:
-        unique = ["summary.json holds no verdict sentence."]
-    body = "".join(f"<p>{_e(s)}</p>" for s in unique)
+    body = f"<p class='headline'>{_e(headline(run))}</p>"
+    body += "".join(f"<p>{_e(s)}</p>" for s in unique)
+    if run.incomplete:
+        items = "".join(f"<li>{_e(x)}</li>" for x in run.incomplete)
+        body += f"<div class='missing'><p>Missing from this run:</p><ul>{items}</ul></div>"
     return f"<div class='verdict'><h2>Verdict</h2>{body}</div>"
 
 
 def _section_networks(run: RunData) -> str:
     best = run.summary.get("best")
+    label = chosen_label(run.summary)
     rows = []
     for net in run.networks:
         for metric, m in run.summary["networks"][net].items():
@@ -391,12 +192,10 @@ def _section_networks(run: RunData) -> str:
             n = len(m["folds"]) if isinstance(m.get("folds"), list) else "—"
             if isinstance(m.get("n_folds"), int) and m["n_folds"] != n:  # undefined on some
                 n = f"{m['n_folds']} of {n}"
-            rows.append((
-                net + (" (best)" if net == best else ""), metric,
-                f"{_fmt(m.get('mean'), metric)} ± {_fmt(m.get('std'), metric)}",
-                _fmt_ci((m.get("ci_low"), m.get("ci_high")), metric), n,
-            ))
-    table = _table(["network", "metric", "mean ± std", "95% CI", "folds"], rows)
+            est = _estimate(m.get("mean"), (m.get("ci_low"), m.get("ci_high")), metric,
+                            std=m.get("std"))
+            rows.append((net + (label if net == best else ""), metric, est.pm(), est.ci(), n))
+    table = _table(["network", "metric", "mean ± std over folds", "95% CI", "folds"], rows)
     return f"<h2>Networks</h2>{table}"
 
 
@@ -420,7 +219,8 @@ def _section_fold_scores(run: RunData, *, dpi: int) -> str:
         scores, metric=metric, ci=ci, percent=_is_percent(metric),
         higher_is_better=bool(run.summary.get("higher_is_better", True)),
     )
-    return f"<h2>Per-fold scores ({_e(metric)})</h2>{_img(fig, 'per-fold scores', dpi=dpi)}"
+    img = _img(fig, "per-fold scores", dpi=dpi, name="fold-scores")
+    return f"<h2>Per-fold scores ({_e(metric)})</h2>{img}"
 
 
 def _pairs(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -453,10 +253,11 @@ def _section_pairs(run: RunData, *, dpi: int) -> str:
                 ci[label] = _interval(p.get("diff_ci"))
             else:
                 notes.append(f"{label}: per-fold scores missing or of different lengths.")
+        est = _estimate(p.get("diff_mean"), p.get("diff_ci"), metric, diff=True)
         rows.append((
-            f"B = {b}, A = {a}", metric, _fmt(p.get("diff_mean"), metric, diff=True),
-            _fmt_ci(p.get("diff_ci"), metric, diff=True), _fmt_p(p.get("p_corrected_t")),
-            _fmt_p(p.get("p_holm")), _fmt_p(p.get("p_mcnemar")),
+            label, metric, est.value(), est.ci(), _fmt_p(p.get("p_corrected_t")),
+            _fmt_p(p.get("p_holm")),
+            _fmt_p(p.get("p_mcnemar") if metric == "accuracy" else None),  # tests accuracy only
             _fmt_prob(p.get("p_b_better"), p.get("p_b_better_ci")),
             p.get("verdict", "—"), p.get("chosen", "—"), p.get("criterion", "—"),
         ))
@@ -465,13 +266,25 @@ def _section_pairs(run: RunData, *, dpi: int) -> str:
     if diffs:
         fig = plots.plot_paired_differences(diffs, ci=ci, metric=metric,
                                             percent=_is_percent(metric))
-        figure = _img(fig, "paired differences", dpi=dpi)
-    headers = ["pair", "metric", "mean B − A", "95% CI (corrected)", "p corrected t",
-               "p Holm", "p McNemar", "P(B > A) [95% CI]", "verdict", "chosen", "criterion"]
+        figure = _img(fig, "paired differences", dpi=dpi, name="paired-differences")
+    headers = ["pair B − A", "metric", "mean B − A", "95% CI (corrected)", "p corrected t",
+               "p Holm", "p McNemar", "P(B better) [95% CI]", "verdict", "chosen", "criterion"]
+    headers, rows = _drop_empty_columns(headers, rows, ("p Holm", "p McNemar"),
+                                        keep_holm=len(pairs) > 1)
     sentences = [p["sentence"] for p in pairs if isinstance(p.get("sentence"), str)]
     items = "".join(f"<li>{_e(s)}</li>" for s in [*sentences, *notes])
     return (f"<h2>Paired comparisons</h2>{figure}{_table(headers, rows, cls='pairs')}"
             + (f"<ul>{items}</ul>" if items else ""))
+
+
+def _drop_empty_columns(headers, rows, optional, *, keep_holm):
+    """Leave out McNemar where it does not apply (no paired class predictions: every cell
+    "—") and Holm's p for a single pair (it equals the corrected t p-value)."""
+    drop = {h for h in optional if all(r[headers.index(h)] == fmt.DASH for r in rows)}
+    if not keep_holm:
+        drop.add("p Holm")
+    keep = [i for i, h in enumerate(headers) if h not in drop]
+    return [headers[i] for i in keep], [[r[i] for i in keep] for r in rows]
 
 
 def _section_missing(run: RunData) -> str:
@@ -485,6 +298,15 @@ def _section_missing(run: RunData) -> str:
         return ""
     return ("<div class='missing'><p>Missing predictions (plots below pool the folds that are "
             f"present):</p><ul>{''.join(items)}</ul></div>")
+
+
+_ECE_NOTE = (
+    "<p class='note'>Two ECE figures: the <em>Networks</em> table gives the mean of the "
+    "per-fold ECEs, each computed from one fold's test predictions; this table computes the ECE "
+    "once from all out-of-fold predictions pooled. With fewer predictions per bin the ECE is "
+    "biased upward, so the per-fold mean is usually the larger of the two. Both use 15 "
+    "equal-width confidence bins.</p>"
+)
 
 
 def _section_classification(run: RunData, *, dpi: int) -> str:
@@ -502,18 +324,22 @@ def _section_classification(run: RunData, *, dpi: int) -> str:
         mi = pooled.get("mutual_info")
         rows.append((
             net, len(run.predictions[net]), len(y), _fmt(pooled["correct"].mean(), "accuracy"),
-            f"{pooled['entropy'].mean():.4f}", "—" if mi is None else f"{np.mean(mi):.4f}",
-            _fmt(ece, "ece"),
+            fmt.fmt_sig(pooled["entropy"].mean(), 3),
+            fmt.DASH if mi is None else fmt.fmt_sig(np.mean(mi), 3), _fmt(ece, "ece"),
         ))
         rel_fig = plots.plot_reliability(y, proba, n_bins=15, title=net)
         ent_fig = plots.plot_entropy_histogram(pooled["entropy"], pooled["correct"],
                                                n_classes=proba.shape[1], title=net)
-        figures.append(_img(rel_fig, f"reliability diagram of {net}", dpi=dpi)
-                       + _img(ent_fig, f"predictive entropy of {net}", dpi=dpi))
+        figures.append(_img(rel_fig, f"reliability diagram of {net}", dpi=dpi,
+                            name=f"reliability-{net}")
+                       + _img(ent_fig, f"predictive entropy of {net}", dpi=dpi,
+                              name=f"entropy-{net}"))
     headers = ["network", "folds", "predictions", "accuracy (pooled)", "mean entropy (nats)",
-               "mean mutual information (nats)", "ECE (15 bins)"]
+               "mean mutual information (nats)", "ECE (15 bins, pooled)"]
+    per_fold_ece = any("ece" in m for m in run.summary["networks"].values())
+    note = _ECE_NOTE if rows and per_fold_ece else ""
     return ("<h2>Calibration and uncertainty (pooled out-of-fold predictions)</h2>"
-            + _section_missing(run) + (_table(headers, rows) if rows else "")
+            + _section_missing(run) + (_table(headers, rows) if rows else "") + note
             + "".join(f"<div class='figs'>{f}</div>" for f in figures))
 
 
@@ -527,12 +353,13 @@ def _section_regression(run: RunData, *, dpi: int) -> str:
         std = np.sqrt(np.clip(pooled["var"], 0.0, None))
         inside = np.abs(res) <= 1.96 * std
         rows.append((net, len(run.predictions[net]), len(res),
-                     f"{np.sqrt(np.mean(res**2)):.4g}", f"{std.mean():.4g}",
-                     f"{100 * inside.mean():.1f}%"))
+                     fmt.fmt_sig(np.sqrt(np.mean(res**2)), 3), fmt.fmt_sig(std.mean(), 3),
+                     f"{fmt.fmt_number(100 * inside.mean(), 1)}%"))
         std_fig = plots.plot_std_vs_error(std, np.abs(res), title=net)
         res_fig = plots.plot_residual_histogram(res, title=net)
-        figures.append(_img(std_fig, f"predictive std vs absolute error of {net}", dpi=dpi)
-                       + _img(res_fig, f"residuals of {net}", dpi=dpi))
+        figures.append(_img(std_fig, f"predictive std vs absolute error of {net}", dpi=dpi,
+                            name=f"std-vs-error-{net}")
+                       + _img(res_fig, f"residuals of {net}", dpi=dpi, name=f"residuals-{net}"))
     headers = ["network", "folds", "predictions", "RMSE (pooled)", "mean predictive std",
                "inside ± 1.96 std"]
     return ("<h2>Predictive uncertainty (pooled out-of-fold predictions)</h2>"
@@ -555,18 +382,20 @@ def _section_segmentation(run: RunData, *, dpi: int) -> str:
         mi = [np.asarray(f["mutual_info"]) for f in folds.values() if "mutual_info" in f]
         n_vol = sum(len(f["y_true"]) for f in folds.values())
         d = np.concatenate(dice) if dice else None
-        per_class = "—" if d is None else ", ".join(f"{100 * v:.1f}%" for v in d.mean(axis=0))
+        per_class = fmt.DASH if d is None else ", ".join(
+            f"{fmt.fmt_number(100 * v, 1)}%" for v in d.mean(axis=0))
         rows.append((net, len(folds), n_vol, per_class,
-                     "—" if d is None else f"{100 * d.mean():.1f}%",
-                     f"{np.concatenate(ent).mean():.4f}" if ent else "—",
-                     f"{np.concatenate(mi).mean():.4f}" if mi else "—"))
+                     fmt.DASH if d is None else f"{fmt.fmt_number(100 * d.mean(), 1)}%",
+                     fmt.fmt_sig(np.concatenate(ent).mean(), 3) if ent else fmt.DASH,
+                     fmt.fmt_sig(np.concatenate(mi).mean(), 3) if mi else fmt.DASH))
         if all(k in first for k in keys):
             k = min(_SEG_EXAMPLES, len(first["preview_image"]))
             n_classes = int(d.shape[1] + 1) if d is not None else 2
             fig = plots.plot_segmentation_examples(
                 *(list(first[key][:k]) for key in keys), n_classes=n_classes,
                 titles=[f"{net} volume {int(i)}" for i in first["index"][:k]])
-            figures.append(_img(fig, f"validation volumes of {net}", dpi=dpi))
+            figures.append(_img(fig, f"validation volumes of {net}", dpi=dpi,
+                                name=f"segmentation-{net}"))
     headers = ["network", "folds", "volumes", "Dice per class (1, 2, ...)", "mean Dice",
                "mean voxel entropy (nats)", "mean voxel mutual information (nats)"]
     return ("<h2>Segmentation and uncertainty (out-of-fold volumes)</h2>"
@@ -576,9 +405,23 @@ def _section_segmentation(run: RunData, *, dpi: int) -> str:
             + "".join(f"<div class='figs'>{f}</div>" for f in figures))
 
 
+def env_lines(env: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (name, value) rows ``calipers env`` prints, from an ``env.json`` record; records
+    this version cannot read are shown key by key."""
+    from calipers.repro.env import Environment
+
+    try:
+        return Environment.from_dict(env).lines()
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return [(k, fmt.fmt_datetime(v) if k == "created" else _text(v)) for k, v in env.items()]
+
+
 def _section_provenance(run: RunData) -> str:
     if isinstance(run.env, Mapping):
-        env = _table(["key", "value"], ((k, _text(v)) for k, v in run.env.items()), cls="env")
+        full = json.dumps(run.env, indent=2, default=str)
+        env = (_table(["", ""], env_lines(run.env), cls="env")
+               + f"<details><summary>Full environment record (env.json)</summary>"
+               f"<pre>{_e(full)}</pre></details>")
     else:
         env = "<p class='missing'>env.json not found.</p>"
     if isinstance(run.folds, Mapping):
@@ -597,89 +440,89 @@ def _section_provenance(run: RunData) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1100px;padding:0 1em;color:#222;line-height:1.4}
+max-width:1000px;padding:0 1em;color:#222;line-height:1.4}
 h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 .date,.facts{color:#555;margin:.2em 0}
 .verdict{background:#fff8d6;border:1px solid #e0c84a;border-left:6px solid #d4a500;
 padding:.4em 1em;margin:1em 0}.verdict h2{border:none;margin:.3em 0}
-.verdict p{font-size:1.1em;font-weight:600}
+.verdict p.headline{font-size:1.25em;font-weight:700}.verdict p{font-size:1em}
 .missing{background:#fdecea;border-left:4px solid #c0392b;padding:.3em .8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+.note{color:#444;font-size:.92em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}table.env td{font-family:ui-monospace,Menlo,Consolas,monospace;
-word-break:break-all;max-width:800px}
-pre{background:#f6f6f6;border:1px solid #ddd;padding:.8em;overflow-x:auto}
-img{max-width:100%;height:auto}.figs{display:flex;flex-wrap:wrap;gap:1em}
+td{font-variant-numeric:tabular-nums}
+th{background:#f3f3f3}table.env thead{display:none}table.env td:first-child{font-weight:600}
+pre{background:#f6f6f6;border:1px solid #ddd;padding:.8em;overflow-x:auto;white-space:pre-wrap;
+overflow-wrap:anywhere}
+details{margin:.6em 0}summary{cursor:pointer;color:#0072B2}
+img{max-width:100%;height:auto;display:block}
+.figs{display:flex;flex-wrap:wrap;justify-content:space-between;margin:.6em 0}
 footer{color:#888;font-size:.85em;margin-top:2em}
+@media print{body{max-width:none;margin:0;font-size:10pt}h2{break-after:avoid}
+img,table,.figs{break-inside:avoid}details pre{display:none}}
 """
 
 
-def render_report(run: RunData, *, dpi: int = 80) -> str:
+def _render(run: RunData, *, dpi: int) -> tuple[str, _FigureSet]:
+    """The HTML and the figures it embeds."""
+    if not isinstance(run, RunData):
+        raise TypeError(
+            f"run must be a RunData; got {type(run).__name__}. Use load_run(run_dir) to read one."
+        )
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 600:
+        raise ValueError(f"dpi must be an integer in [10, 600]; got {dpi!r}. Use e.g. dpi=200.")
+    task = run.summary["task"]
+    with _collect() as figs:
+        if task == "classification":
+            uncertainty = _section_classification(run, dpi=dpi)
+        elif task == "regression":
+            uncertainty = _section_regression(run, dpi=dpi)
+        elif task == "segmentation":
+            uncertainty = _section_segmentation(run, dpi=dpi)
+        else:
+            uncertainty = f"<p>No prediction plots for task {_e(task)}.</p>"
+        pairs = _section_pairs(run, dpi=dpi) if len(run.networks) > 1 and not run.incomplete else ""
+        gpu = gpu_section(run.run_dir, lambda fig, alt: _img(fig, alt, dpi=dpi, name="gpu"))
+        parts = [
+            _section_header(run), _section_verdict(run), _section_networks(run),
+            _section_fold_scores(run, dpi=dpi), pairs, uncertainty, *([gpu] if gpu else []),
+            _section_provenance(run),
+        ]
+    title = f"calipers report: {run.name}"
+    text = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(p for p in parts if p)
+        + f"\n<footer>{_e(_footer(run))}</footer></body></html>\n"
+    )
+    return text, figs
+
+
+def _footer(run: RunData) -> str:
+    from calipers import __version__
+
+    wrote = None
+    if isinstance(run.env, Mapping) and isinstance(run.env.get("packages"), Mapping):
+        wrote = run.env["packages"].get("calipers")
+    run_by = f"Run made with calipers {wrote}; " if wrote else ""
+    return (f"{run_by}report written by calipers {__version__}. Self-contained: opens offline. "
+            "Figures: figures/*.svg and figures/*.png beside this file.")
+
+
+def render_report(run: RunData, *, dpi: int = 200) -> str:
     """Render ``run`` as one self-contained HTML page (NOTE [Self-contained report]).
 
     Parameters
     ----------
     run : RunData
         From :func:`load_run`, or built in memory.
-    dpi : int, default 80
-        Resolution of the embedded PNG figures.
+    dpi : int, default 200
+        Resolution of the embedded PNG figures (dots per inch of the printed figure).
 
     Returns
     -------
     str
         The HTML document.
     """
-    if not isinstance(run, RunData):
-        raise TypeError(
-            f"run must be a RunData; got {type(run).__name__}. Use load_run(run_dir) to read one."
-        )
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 600:
-        raise ValueError(f"dpi must be an integer in [10, 600]; got {dpi!r}. Use e.g. dpi=80.")
-    task = run.summary["task"]
-    if task == "classification":
-        uncertainty = _section_classification(run, dpi=dpi)
-    elif task == "regression":
-        uncertainty = _section_regression(run, dpi=dpi)
-    elif task == "segmentation":
-        uncertainty = _section_segmentation(run, dpi=dpi)
-    else:
-        uncertainty = f"<p>No prediction plots for task {_e(task)}.</p>"
-    from calipers.gpu.report import gpu_section  # "" without RUN/gpu.json
-
-    gpu = gpu_section(run.run_dir, lambda fig, alt: _img(fig, alt, dpi=dpi))
-    parts = [
-        _section_header(run), _section_verdict(run), _section_networks(run),
-        _section_fold_scores(run, dpi=dpi), _section_pairs(run, dpi=dpi), uncertainty,
-        *([gpu] if gpu else []), _section_provenance(run),
-    ]
-    title = f"calipers report: {run.name}"
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(parts)
-        + "\n<footer>Written by calipers. Self-contained: opens offline.</footer></body></html>\n"
-    )
-
-
-def write_report(run_dir: str | os.PathLike[str], *, dpi: int = 80) -> Path:
-    """Read ``run_dir`` and write its self-contained ``report.html`` atomically.
-
-    Parameters
-    ----------
-    run_dir : str or path-like
-        A run directory written by ``calipers cv`` (see :func:`load_run`).
-    dpi : int, default 80
-        Resolution of the embedded PNG figures.
-
-    Returns
-    -------
-    Path
-        ``run_dir / "report.html"``.
-
-    Examples
-    --------
-    >>> write_report("runs/demo")  # doctest: +SKIP
-    PosixPath('runs/demo/report.html')
-    """
-    text = render_report(load_run(run_dir), dpi=dpi)
-    return atomic_write_text(Path(run_dir) / "report.html", text)
+    return _render(run, dpi=dpi)[0]

@@ -4,6 +4,13 @@ The figures are built with :class:`matplotlib.figure.Figure` on an Agg canvas, n
 ``pyplot``, so they hold no global state, need no display and are freed when dropped. Nothing
 here reads or writes files; :mod:`calipers.report.html` renders the figures to PNG.
 
+# NOTE [Figure style]
+Figures are drawn for print: the widths are fractions of ``CONTENT_WIDTH`` (6.5 in, the text
+width of an A4 or letter page with 2.5 cm margins), the report shows them at that fraction of its
+content width, and every font is at least 9 pt, so the printed figure has 9-pt text. Colours
+come from the Okabe–Ito palette (Okabe & Ito 2008), which stays distinct under the common forms
+of colour blindness; ``C0``, ``C1``, ... name its colours inside the plotting functions.
+
 The reliability diagram uses :func:`calipers.evaluation.metrics.reliability_curve`: confidence
 is the largest class probability, bins are ``(b/M, (b+1)/M]`` (Guo et al. 2017) and the ECE is the
 count-weighted mean of ``|accuracy - confidence|`` over non-empty bins.
@@ -11,16 +18,22 @@ count-weighted mean of ``|accuracy - confidence|`` over non-empty bins.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
+import matplotlib as mpl
 import numpy as np
 import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from calipers._format import fmt_sig
 from calipers.evaluation.metrics import reliability_curve
 
 __all__ = [
+    "CONTENT_WIDTH",
+    "OKABE_ITO",
     "plot_entropy_histogram",
     "plot_fold_scores",
     "plot_paired_differences",
@@ -31,6 +44,28 @@ __all__ = [
 ]
 
 _GREY = "0.55"
+CONTENT_WIDTH = 6.5  # inches; NOTE [Figure style]
+_HALF = (CONTENT_WIDTH - 0.1) / 2
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+             "#000000")
+_STYLE = {
+    "axes.prop_cycle": mpl.cycler(color=list(OKABE_ITO)),
+    "font.size": 9.0, "axes.titlesize": 10.0, "axes.labelsize": 9.0, "xtick.labelsize": 9.0,
+    "ytick.labelsize": 9.0, "legend.fontsize": 9.0, "figure.titlesize": 10.0,
+    "svg.fonttype": "none", "svg.hashsalt": "calipers", "pdf.fonttype": 42,
+}
+_F = TypeVar("_F", bound=Callable[..., Figure])
+
+
+def _styled(func: _F) -> _F:
+    """Draw inside the report style (NOTE [Figure style]): palette and font sizes."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(_STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _t_interval(values: np.ndarray, confidence_level: float = 0.95) -> tuple[float, float]:
@@ -78,6 +113,7 @@ def _mean_and_interval(
     ax.errorbar(*xy, **bars, fmt="D", color="k", capsize=4, ms=5, zorder=4)
 
 
+@_styled
 def plot_fold_scores(
     scores: Mapping[str, Sequence[float]],
     *,
@@ -109,7 +145,7 @@ def plot_fold_scores(
     """
     names = list(scores)
     scale = 100.0 if percent else 1.0
-    fig = _new_figure(max(3.5, 1.2 * len(names) + 2.0), 3.2)
+    fig = _new_figure(CONTENT_WIDTH, 3.0)
     ax = fig.add_subplot()
     arrays = [np.asarray(scores[n], dtype=float).reshape(-1) * scale for n in names]
     for i in range(len(names) - 1):
@@ -126,11 +162,12 @@ def plot_fold_scores(
     unit = " (%)" if percent else ""
     better = "higher" if higher_is_better else "lower"
     ax.set_ylabel(f"{_plain(metric)}{unit}, {better} is better")
-    ax.set_title("Per-fold scores; black: mean and 95% CI", fontsize=10)
+    ax.set_title("Per-fold scores; black: mean and 95% CI")
     ax.grid(axis="y", alpha=0.3)
     return fig
 
 
+@_styled
 def plot_paired_differences(
     diffs: Mapping[str, Sequence[float]],
     *,
@@ -160,7 +197,7 @@ def plot_paired_differences(
     """
     labels = list(diffs)
     scale = 100.0 if percent else 1.0
-    fig = _new_figure(6.0, 1.0 + 0.6 * max(len(labels), 1))
+    fig = _new_figure(CONTENT_WIDTH, 1.3 + 0.6 * max(len(labels), 1))
     ax = fig.add_subplot()
     ax.axvline(0.0, color="k", ls="--", lw=1)
     for i, label in enumerate(labels):
@@ -173,11 +210,12 @@ def plot_paired_differences(
     ax.invert_yaxis()
     unit = " (percentage points)" if percent else ""
     ax.set_xlabel(f"difference in {_plain(metric)}{unit}")
-    ax.set_title("Paired differences per fold; black: mean and 95% CI", fontsize=10)
+    ax.set_title("Paired differences per fold; black: mean and 95% CI")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
+@_styled
 def plot_reliability(
     y_true: Sequence[int], proba: np.ndarray, *, n_bins: int = 15, title: str = ""
 ) -> Figure:
@@ -201,7 +239,7 @@ def plot_reliability(
         mean confidence (above the blue bar: over-confident); dashed: perfect calibration.
     """
     rel = reliability_curve(y_true, proba, n_bins=n_bins)
-    fig = _new_figure(3.6, 3.4)
+    fig = _new_figure(_HALF, 3.0)
     ax = fig.add_subplot()
     filled = rel.counts > 0
     left = rel.bin_edges[:-1]
@@ -217,11 +255,12 @@ def plot_reliability(
     ax.set_xlabel("confidence (max probability)")
     ax.set_ylabel("accuracy")
     prefix = f"{_plain(title)}: " if title else ""
-    ax.set_title(f"{prefix}ECE {100 * rel.ece():.2f}%", fontsize=10)
-    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(f"{prefix}ECE {fmt_sig(100 * rel.ece(), 3)}% (pooled)")
+    fig.legend(loc="outside lower center", ncols=2)  # below the axes: never over the bars
     return fig
 
 
+@_styled
 def plot_entropy_histogram(
     entropy: Sequence[float], correct: Sequence[bool], *, n_classes: int | None = None,
     title: str = "",
@@ -249,22 +288,23 @@ def plot_entropy_histogram(
     top = max(np.log(n_classes) if n_classes and n_classes > 1 else 0.0,
               float(entropy.max()) if entropy.size else 0.0, 1e-6)
     bins = np.linspace(0.0, top, 26)
-    fig = _new_figure(3.6, 3.4)
+    fig = _new_figure(_HALF, 3.0)
     ax = fig.add_subplot()
     for group, label, color in ((correct, "correct", "C2"), (~correct, "wrong", "C3")):
         vals = entropy[group]
         if vals.size:
             ax.hist(vals, bins=bins, density=True, histtype="stepfilled", alpha=0.45,
                     color=color, edgecolor=color,
-                    label=f"{label} (n={vals.size}, mean {vals.mean():.3f})")
+                    label=f"{label}: n = {vals.size},\nmean {fmt_sig(vals.mean(), 3)} nats")
     ax.set_xlabel("predictive entropy (nats)")
     ax.set_ylabel("density")
-    ax.set_title(_plain(title) or "Predictive entropy", fontsize=10)
+    ax.set_title(_plain(title) or "Predictive entropy")
     if entropy.size:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     return fig
 
 
+@_styled
 def plot_std_vs_error(
     std: Sequence[float], abs_error: Sequence[float], *, title: str = ""
 ) -> Figure:
@@ -288,20 +328,21 @@ def plot_std_vs_error(
     err = np.asarray(abs_error, dtype=float).reshape(-1)
     varied = std.size > 2 and np.ptp(std) > 0 and np.ptp(err) > 0  # else rho is undefined
     rho = scipy.stats.spearmanr(std, err).statistic if varied else float("nan")
-    fig = _new_figure(3.6, 3.4)
+    fig = _new_figure(_HALF, 3.0)
     ax = fig.add_subplot()
     ax.scatter(std, err, s=6, alpha=0.5, color="C0")
     top = float(max(std.max(initial=0.0), 1e-12))
     ax.plot([0, top], [0, top], "--", color=_GREY, lw=1, label="|error| = std")
     ax.plot([0, top], [0, 1.96 * top], ":", color=_GREY, lw=1, label="|error| = 1.96 std")
-    ax.set_xlabel("predictive std")
-    ax.set_ylabel("|error|")
+    ax.set_xlabel("predictive std (target units)")
+    ax.set_ylabel("|error| (target units)")
     prefix = f"{_plain(title)}: " if title else ""
-    ax.set_title(f"{prefix}Spearman ρ = {rho:.2f}", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{prefix}Spearman ρ = {fmt_sig(rho, 2)}")
+    ax.legend(fontsize=9)
     return fig
 
 
+@_styled
 def plot_residual_histogram(residuals: Sequence[float], *, title: str = "") -> Figure:
     """Histogram of residuals ``y − ŷ`` (regression), with their mean and RMSE in the title.
 
@@ -317,19 +358,20 @@ def plot_residual_histogram(residuals: Sequence[float], *, title: str = "") -> F
     matplotlib.figure.Figure
     """
     res = np.asarray(residuals, dtype=float).reshape(-1)
-    fig = _new_figure(3.6, 3.4)
+    fig = _new_figure(_HALF, 3.0)
     ax = fig.add_subplot()
     ax.hist(res, bins=30, color="C1", alpha=0.7, edgecolor="k", lw=0.3)
     ax.axvline(0.0, color="k", ls="--", lw=1)
     rmse = float(np.sqrt(np.mean(res**2))) if res.size else float("nan")
     mean = float(res.mean()) if res.size else float("nan")
     prefix = f"{_plain(title)}: " if title else ""
-    ax.set_title(f"{prefix}mean {mean:+.3g}, RMSE {rmse:.3g}", fontsize=10)
-    ax.set_xlabel("residual y − ŷ")
+    ax.set_title(f"{prefix}mean {fmt_sig(mean, 3, signed=True)}, RMSE {fmt_sig(rmse, 3)}")
+    ax.set_xlabel("residual y − ŷ (target units)")
     ax.set_ylabel("count")
     return fig
 
 
+@_styled
 def plot_segmentation_examples(
     images: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
@@ -351,7 +393,7 @@ def plot_segmentation_examples(
         Colour range of the label maps, and entropy shown on [0, log n_classes].
     """
     n = len(images)
-    fig = _new_figure(8.0, 2.0 * max(n, 1))
+    fig = _new_figure(CONTENT_WIDTH, 1.7 * max(n, 1))
     axes = fig.subplots(max(n, 1), 4, squeeze=False)
     hmax = float(np.log(max(n_classes, 2)))
     heads = ("image", "ground truth", "prediction", "entropy (nats)")
@@ -369,7 +411,7 @@ def plot_segmentation_examples(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(heads[c], fontsize=9)
+                ax.set_title(heads[c])
         if r < len(titles):
-            axes[r][0].set_ylabel(_plain(titles[r]), fontsize=8)
+            axes[r][0].set_ylabel(_plain(titles[r]))
     return fig

@@ -74,7 +74,10 @@ class Environment:
 
     def lines(self) -> list[tuple[str, str]]:
         """(name, value) pairs for display."""
-        rows = [("created", self.created), ("os", self.os), ("machine", self.machine),
+        from calipers._format import fmt_datetime
+
+        rows = [("created", fmt_datetime(self.created)), ("os", self.os),
+                ("machine", self.machine),
                 ("cpu", f"{self.cpu} ({self.cpu_count} logical cores)"),
                 ("python", self.python), ("torch threads", str(self.torch_threads))]
         rows += [(name, ver) for name, ver in self.packages.items()]
@@ -104,8 +107,13 @@ def _cpu_name() -> str:
 
 
 def _versions() -> dict[str, str]:
+    import calipers
+
     out = {}
     for name in _PACKAGES:
+        if name == "calipers":  # the code that runs, even from a source tree not reinstalled
+            out[name] = calipers.__version__
+            continue
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
