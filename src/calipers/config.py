@@ -8,7 +8,7 @@ Keys follow design §3::
     [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic, batched
     [mc]       samples, tau
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
-    [compare]  metric, alpha, a, b
+    [compare]  metric, alpha, a, b, rope (margin of equivalence; points for rates)
     [networks.NAME]  model, args
 """
 
@@ -102,6 +102,7 @@ class SearchConfig(_Section):
 class CompareConfig(_Section):
     metric: str | None = None
     alpha: float = Field(0.05, gt=0, lt=1)
+    rope: float | None = Field(None, ge=0, allow_inf_nan=False)  # None: the metric's default
     a: str | None = None
     b: str | None = None
 
@@ -211,6 +212,15 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
         if name is not None and name not in cfg.networks:
             raise ConfigError(f"compare.{key}: no network named {name!r}; networks are "
                               f"{', '.join(cfg.networks)}.")
+    if cfg.compare.rope is not None:  # units depend on the metric: check before any training
+        from calipers.stats.scales import resolve_rope
+
+        default = {"classification": "accuracy", "regression": "rmse"}.get(cfg.data.task,
+                                                                           "mean_dice")
+        try:
+            resolve_rope(cfg.compare.metric or default, cfg.compare.rope)
+        except ValueError as err:
+            raise ConfigError(f"compare.rope: {err}") from None
     return cfg
 
 

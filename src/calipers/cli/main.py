@@ -70,7 +70,8 @@ def _render_summary(summary) -> None:
     metric = d["metric"]
     from calipers.evaluation.metrics import METRICS
 
-    table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
+    table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std; 95% CI corrected for "
+                        f"overlapping training sets)")
     table.add_column("network")
     extra = ("nll", "ece", "entropy", "rmse", "gaussian_nll", "log_likelihood")
     for m in (metric, *(m for m in extra
@@ -88,6 +89,8 @@ def _render_summary(summary) -> None:
         table.add_row(name, *cells)
     console.print(table)
     if "sentence" in d:
+        if d["comparison"].get("headline"):
+            console.print(f"[bold]{escape(d['comparison']['headline'])}[/]", highlight=False)
         console.print(f"[bold]Verdict:[/] {d['comparison']['sentence']}", highlight=False)
         if len(d["networks"]) > 2:
             console.print(f"[bold]Overall:[/] {d['sentence']}", highlight=False)
@@ -158,21 +161,58 @@ def compare_command(
     b: Annotated[str | None, typer.Option("--b", help="Second network.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Metric to compare on.")] = None,
     alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
+    rope: Annotated[float | None, typer.Option(
+        "--rope", help="Margin of practical equivalence in the metric's units (percentage "
+        "points for accuracy, ECE, Dice); 0 turns equivalence off. Default: 1 point for rates, "
+        "none otherwise.")] = None,
+    power: Annotated[bool, typer.Option(
+        "--power", help="Print the difference detectable with 80% power for 1, 3, 5 and 10 "
+        "repeats (the run is the pilot).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
 ) -> None:
-    """Paired comparison of finished runs: corrected t, McNemar, P(B>A), verdict.
+    """Paired comparison of finished runs: corrected t, equivalence, P(B better), verdict.
 
     Example: calipers compare runs/demo --a A --b B --metric nll
     """
     from calipers.experiment.summary import compare_runs
 
+    if power:
+        _power(run_dirs, metric=metric, a=a, b=b, alpha=alpha, as_json=as_json)
+        return
     with _user_errors():
-        summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha)
+        summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha, rope=rope)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
     else:
         _render_summary(summary)
+
+
+def _power(run_dirs, *, metric, a, b, alpha, as_json: bool) -> None:
+    from calipers.experiment.plan import plan_power
+    from calipers.stats.scales import metric_scale
+
+    with _user_errors():
+        plan = plan_power(run_dirs, metric=metric, a=a, b=b, alpha=alpha)
+    if as_json:
+        sys.stdout.write(json.dumps(plan.to_dict(), indent=2) + "\n")
+        return
+    an = plan.analysis
+    k, unit = (100, " points") if metric_scale(plan.metric).percent else (1, "")
+    table = Table(title=f"{plan.b} − {plan.a} on {plan.metric}: smallest difference detected "
+                        f"with {an.power:.0%} power (two-sided α = {an.alpha:g})")
+    for col in ("repeats", "folds", "detectable difference"):
+        table.add_column(col, justify="right")
+    for r, det in zip(an.repeats, an.detectable, strict=True):
+        table.add_row(str(r), str(r * an.n_folds), f"{k * det:.3g}{unit}")
+    console.print(table)
+    console.print(
+        f"Pilot: {plan.n_repeats}×{an.n_folds}-fold, observed {plan.b} − {plan.a} = "
+        f"{k * plan.diff_mean:+.3g}{unit}, fold-difference std {k * an.std_diff:.3g}{unit}. "
+        f"Repeats shrink only the 1/J part of the variance ({an.repeat_share:.0%} of it with one "
+        f"repeat); with unlimited repeats the detectable difference is still "
+        f"{k * an.limit:.3g}{unit} — below that, more data is needed, not more repeats.",
+        highlight=False)
 
 
 app.command("env")(env)

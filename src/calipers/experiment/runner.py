@@ -182,7 +182,7 @@ def finish_run(
     """Summarise a finished cross-validation, write ``metrics.csv``, ``summary.json`` and
     (``report=True``) ``report.html``; shared by every task."""
     c = config.compare
-    summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, seed=config.cv.seed)
+    summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, rope=c.rope)
     write_summary(run_dir, cv, summary)
     report_path = None
     if report:

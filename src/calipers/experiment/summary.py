@@ -19,6 +19,7 @@ from calipers.evaluation.metrics import METRICS
 from calipers.exceptions import FoldMismatchError
 from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
 from calipers.stats.compare import Comparison, compare, describe_scores
+from calipers.stats.scales import metric_scale
 
 __all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
 
@@ -73,11 +74,14 @@ def summarize(
     alpha: float = 0.05,
     a: str | None = None,
     b: str | None = None,
-    seed: int = 0,
+    rope: float | None = None,
 ) -> RunSummary:
     """Summarise every metric per network; compare networks pairwise on ``metric``.
 
-    ``a``/``b`` pick the pair reported as the run's ``comparison`` (default: the first two).
+    ``a``/``b`` pick the pair reported as the run's ``comparison`` (default: the first two);
+    ``rope`` is the margin of equivalence (see :func:`calipers.stats.compare.compare`).
+    Per-network intervals are corrected for overlapping training sets and respect the bounds
+    of bounded metrics (NOTE [Bounded intervals] in :mod:`calipers.stats.paired`).
     """
     metric = metric or _DEFAULT_METRIC[cv.task]
     info = METRICS[_look_up_option(metric, [m for m, i in METRICS.items() if i.task == cv.task],
@@ -93,23 +97,28 @@ def summarize(
         lacking = [n for n in names if any(metric not in r.metrics for r in cv.results[n])]
         raise ValueError(f"metric {metric!r} is missing from the folds of {lacking}; compare on "
                          f"one every network reports: {', '.join(metric_names)}.")
-    networks = {n: {m: describe_scores(cv.scores(m)[n]).to_dict() for m in metric_names}
-                for n in names}
+    ratio = cv.folds.test_train_ratio
+    n_test = max(1, round(float(np.mean([len(te) for te in cv.folds.test]))))
+    networks = {n: {m: describe_scores(cv.scores(m)[n], test_train_ratio=ratio, n_test=n_test,
+                                       bounds=metric_scale(m).bounds).to_dict()
+                    for m in metric_names} for n in names}  # fmt: skip
     comparison = None
     if len(names) >= 2:
         scores = {n: cv.scores(metric)[n] for n in names}
         correct = uncertainty = None
         if cv.task == "classification":
-            correct = {n: cv.pooled(n, "proba").argmax(axis=1) == cv.pooled(n, "y_true")
-                       for n in names}
+            if metric == "accuracy" and cv.folds.n_repeats == 1:  # McNemar: each sample once
+                correct = {n: cv.pooled(n, "proba").argmax(axis=1) == cv.pooled(n, "y_true")
+                           for n in names}  # fmt: skip
             uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n])),
                                "ece": float(np.mean(cv.scores("ece")[n]))} for n in names}
         elif cv.task == "segmentation":  # no McNemar: voxels of one volume are not independent
             uncertainty = {n: {"entropy": float(np.mean(cv.scores("entropy")[n]))}
                            for n in names}
         comparison = compare(scores, metric=metric, higher_is_better=info.higher_is_better,
-                             test_train_ratio=cv.folds.test_train_ratio, correct=correct,
-                             uncertainty=uncertainty, alpha=alpha, seed=seed)
+                             test_train_ratio=ratio, correct=correct, rope=rope,
+                             n_repeats=cv.folds.n_repeats, n_test=n_test,
+                             uncertainty=uncertainty, alpha=alpha)
     pair = (a, b) if a is not None and b is not None else None
     return RunSummary(cv.task, metric, len(cv.folds), cv.folds.n_repeats, networks, comparison,
                       pair)
@@ -170,6 +179,7 @@ def compare_runs(
     a: str | None = None,
     b: str | None = None,
     alpha: float = 0.05,
+    rope: float | None = None,
 ) -> RunSummary:
     """Compare the networks of one or more finished runs made on identical folds.
 
@@ -193,4 +203,4 @@ def compare_runs(
         for name, res in cv.results.items():
             results[f"{d.name}/{name}" if name in results else name] = res
     merged = CVResult(first.folds, first.task, results)
-    return summarize(merged, metric=metric, alpha=alpha, a=a, b=b)
+    return summarize(merged, metric=metric, alpha=alpha, a=a, b=b, rope=rope)
