@@ -18,6 +18,7 @@ do not reduce the spread that comes from the data set itself.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +38,12 @@ _MAX_REPEATS = 1000
 @lru_cache(maxsize=4096)
 def _noncentrality(df: float, alpha: float, power: float) -> float:
     """``lambda`` with ``P(|T'_{df, lambda}| > t_{1-alpha/2, df}) = power`` (df = inf: normal)."""
+    with warnings.catch_warnings():  # Boost's series warn far out in the tails; handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _solve_noncentrality(df, alpha, power)
+
+
+def _solve_noncentrality(df: float, alpha: float, power: float) -> float:
     if math.isinf(df):
         crit = float(stats.norm.isf(alpha / 2))
 
@@ -45,14 +52,21 @@ def _noncentrality(df: float, alpha: float, power: float) -> float:
     else:
         crit = float(stats.t.isf(alpha / 2, df))
 
-        def excess(lam: float) -> float:
-            return float(stats.nct.sf(crit, df, lam) + stats.nct.cdf(-crit, df, lam)) - power
+        def excess(lam: float) -> float:  # far tails can come back NaN: ~0, or normal approx.
+            low, up = float(stats.nct.cdf(-crit, df, lam)), float(stats.nct.sf(crit, df, lam))
+            up = float(stats.norm.sf(crit - lam)) if math.isnan(up) else up
+            return up + (0.0 if math.isnan(low) else low) - power
+
+    if not 0 < crit < math.inf:  # alpha below what floating point resolves
+        return math.inf
 
     if excess(0.0) >= 0:  # power <= alpha: any difference "detected"
         return 0.0
     hi = 1.0
     while excess(hi) < 0:
         hi *= 2
+        if hi > 1e6:
+            return math.inf
     return float(optimize.brentq(excess, 0.0, hi, xtol=1e-10))
 
 
