@@ -18,8 +18,8 @@ from calipers.stats.compare import (
     compare,
     corrected_ttest,
     describe_scores,
-    holm,
     fold_win_rate,
+    holm,
     mcnemar_test,
 )
 
@@ -192,9 +192,9 @@ def test_compare_not_established_lower_std(rng):
         f"= {pair.p_equivalent:.2f}, P(A better) = {pair.p_a_better:.2f}; B won 3 of 6 folds. "
         f"This design (6-fold CV) detects a difference of {det * 100:.1f} points with 80% power."
     )
-    assert pair.sentence.endswith((
+    assert pair.sentence.endswith(
         f"Choosing A, which has the lower fold std ({sa:.1f} vs {sb:.1f} points), as a "
-        f"tie-break: the two are not shown to be equivalent."))
+        f"tie-break: the two are not shown to be equivalent.")
     assert pair.headline == (
         f"Use A. The accuracy difference is not established (B − A = {pts(t.diff_mean)} "
         f"points, 95% CI {pts(lo)} to {pts(hi)}; this design detects "

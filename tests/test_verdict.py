@@ -167,7 +167,7 @@ def test_compare_equivalent_case_sentence_and_headline():
     assert "the 98% CI" in pair.sentence and f"TOST p {'< 0.001'}" in pair.sentence
     assert pair.headline == headline(pair.to_dict())
     assert pair.headline.startswith(f"Use {pair.chosen}. A and B are equivalent on accuracy "
-                                    "within ±1.0 points (B − A = +0.")  # fmt: skip
+                                    "within ±1.0 points (B − A = 0.0 points, 98% CI ")  # fmt: skip
 
 
 def test_compare_inconclusive_repeats_advice():
@@ -215,3 +215,18 @@ def test_corrected_interval_is_wider_by_the_nadeau_bengio_factor(rng):
     assert (cor.ci_high - cor.ci_low) == pytest.approx(factor * (naive.ci_high - naive.ci_low))
     with pytest.raises(ValueError, match=r"scores must lie within bounds \(0, 1\)"):
         describe_scores([0.5, 1.2], test_train_ratio=0.1, bounds=(0, 1))
+
+
+def test_report_block_shows_probabilities_and_detectable_difference():
+    from types import SimpleNamespace
+
+    from calipers.report.html import _verdict_numbers
+
+    pair = compare({"A": A5, "B": B5}, test_train_ratio=0.25).pairs[0].to_dict()
+    html = _verdict_numbers(SimpleNamespace(summary={"metric": "accuracy", "comparison": pair}))
+    cells = [c.split("<")[0] for c in html.split("<td>")[1:]]
+    assert cells == [f"{pair['p_b_better']:.2f}", f"{pair['p_equivalent']:.2f}",
+                     f"{pair['p_a_better']:.2f}", f"{100 * pair['detectable_diff']:.2f} pp",
+                     "5 of 5"]  # fmt: skip
+    assert "<th>P(equivalent within ±1.00 pp)</th>" in html and "<th>P(B better)</th>" in html
+    assert _verdict_numbers(SimpleNamespace(summary={"metric": "accuracy"})) == ""

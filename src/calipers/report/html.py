@@ -382,6 +382,27 @@ def _section_verdict(run: RunData) -> str:
     return f"<div class='verdict'><h2>Verdict</h2>{body}</div>"
 
 
+def _verdict_numbers(run: RunData) -> str:
+    """The verdict pair's correlated-t probabilities and the design's detectable difference."""
+    p = run.summary.get("comparison")
+    if not isinstance(p, Mapping) or "p_equivalent" not in p:
+        return ""
+    a, b, metric = p.get("a"), p.get("b"), p.get("metric", run.summary["metric"])
+    rope = _num(p.get("rope"))
+    size = {k: _fmt(p.get(k) if k != "rope" else rope, metric, diff=True).lstrip("+")
+            for k in ("rope", "detectable_diff")}  # unsigned sizes, in points for rates
+    eq = f"P(equivalent within ±{size['rope']})" if rope > 0 else "P(equivalent) (no margin)"
+    n = p.get("n_splits", "?")
+    row = (_fmt_prob(p.get("p_b_better")), _fmt_prob(p.get("p_equivalent")),
+           _fmt_prob(p.get("p_a_better")), size["detectable_diff"],
+           f"{_num(p.get('fold_wins')):g} of {n}")  # fmt: skip
+    headers = [f"P({b} better)", eq, f"P({a} better)", "detectable difference (80% power)",
+               f"folds {b} won"]
+    return (f"{_table(headers, [row], cls='verdict-numbers')}<p class='note'>Probabilities: "
+            "Bayesian correlated t-test posterior (Benavoli et al. 2017); detectable difference: "
+            "the smallest true difference this design finds with 80% power.</p>")
+
+
 def _section_networks(run: RunData) -> str:
     best = run.summary.get("best")
     rows = []
@@ -643,7 +664,7 @@ def render_report(run: RunData, *, dpi: int = 80) -> str:
     else:
         uncertainty = f"<p>No prediction plots for task {_e(task)}.</p>"
     parts = [
-        _section_header(run), _section_verdict(run), _section_networks(run),
+        _section_header(run), _section_verdict(run), _verdict_numbers(run), _section_networks(run),
         _section_fold_scores(run, dpi=dpi), _section_pairs(run, dpi=dpi), uncertainty,
         _section_provenance(run),
     ]

@@ -40,9 +40,12 @@ def _decimals(*values: float) -> int:
 
 
 def _signed(x: float, points: bool, places: int, unit: bool = True) -> str:
-    if points:
-        return _num(x * 100, f"+.{places}f") + (" points" if unit else "")
-    return _num(x, f"+.{places}f")
+    """``+2.4 points``, ``−0.0123``; a value that rounds to zero shows no sign (``0.0``)."""
+    v = x * 100 if points else x
+    text = _num(v, f"+.{places}f")
+    if float(text[1:]) == 0:
+        text = text[1:]
+    return text + (" points" if points and unit else "")
 
 
 def _unsigned(x: float, points: bool, places: int | None = None) -> str:
