@@ -415,7 +415,7 @@ def _section_networks(run: RunData) -> str:
                 f"{_fmt(m.get('mean'), metric)} ± {_fmt(m.get('std'), metric)}",
                 _fmt_ci((m.get("ci_low"), m.get("ci_high")), metric), n,
             ))
-    table = _table(["network", "metric", "mean ± std", "95% CI", "folds"], rows)
+    table = _table(["network", "metric", "mean ± std", "95% CI (corrected)", "folds"], rows)
     return f"<h2>Networks</h2>{table}"
 
 
@@ -486,7 +486,7 @@ def _section_pairs(run: RunData, *, dpi: int) -> str:
                                             percent=_is_percent(metric))
         figure = _img(fig, "paired differences", dpi=dpi)
     headers = ["pair", "metric", "mean B − A", "95% CI (corrected)", "p corrected t",
-               "p Holm", "p McNemar", "P(B > A) [95% CI]", "verdict", "chosen", "criterion"]
+               "p Holm", "p McNemar", "P(B better)", "verdict", "chosen", "criterion"]
     sentences = [p["sentence"] for p in pairs if isinstance(p.get("sentence"), str)]
     items = "".join(f"<li>{_e(s)}</li>" for s in [*sentences, *notes])
     return (f"<h2>Paired comparisons</h2>{figure}{_table(headers, rows, cls='pairs')}"

@@ -208,10 +208,11 @@ def describe_scores(
         lo, hi = (float(v) for v in bounds)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"bounds must be (low, high) with low < high; got {bounds!r}.")
-        if s.min() < lo or s.max() > hi:
+        slack = 1e-9 * (hi - lo)  # rounding of a score computed at a bound
+        if s.min() < lo - slack or s.max() > hi + slack:
             raise ValueError(f"scores must lie within bounds {bounds}; got values from "
                              f"{s.min():.6g} to {s.max():.6g}.")  # fmt: skip
-        bounds = (lo, hi)
+        s, bounds = np.clip(s, lo, hi), (lo, hi)
     if n_test is not None:
         n_test = _check_positive_int(n_test, name="n_test")
     return _describe(s, _level_iv(confidence_level), ratio, bounds, n_test)
