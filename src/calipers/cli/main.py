@@ -204,14 +204,17 @@ def _power(run_dirs, *, metric, a, b, alpha, as_json: bool) -> None:
     for col in ("repeats", "folds", "detectable difference"):
         table.add_column(col, justify="right")
     for r, det in zip(an.repeats, an.detectable, strict=True):
-        table.add_row(str(r), str(r * an.n_folds), f"{k * det:.3g}{unit}")
+        table.add_row(str(r), str(r * an.n_folds), f"{k * det:.2f}{unit}" if unit else
+                      f"{det:.3g}")
     console.print(table)
+    fmt = ".2f" if unit else ".3g"
+    diff = format(k * plan.diff_mean, "+" + fmt).replace("-", "−")
     console.print(
         f"Pilot: {plan.n_repeats}×{an.n_folds}-fold, observed {plan.b} − {plan.a} = "
-        f"{k * plan.diff_mean:+.3g}{unit}, fold-difference std {k * an.std_diff:.3g}{unit}. "
+        f"{diff}{unit}, fold-difference std {k * an.std_diff:{fmt}}{unit}. "
         f"Repeats shrink only the 1/J part of the variance ({an.repeat_share:.0%} of it with one "
         f"repeat); with unlimited repeats the detectable difference is still "
-        f"{k * an.limit:.3g}{unit} — below that, more data is needed, not more repeats.",
+        f"{k * an.limit:{fmt}}{unit} — below that, more data is needed, not more repeats.",
         highlight=False)
 
 
