@@ -152,7 +152,7 @@ def _repeats_clause(pair: Mapping[str, Any], pts: bool, places: int) -> str:
                          f"({amount})")  # fmt: skip
     text = ("; ".join(parts) + ".") if parts else ""
     if stuck:
-        limit = _amount(_get(pair, "detectable_limit"), pts, places)
+        limit = _amount(_get(pair, "detectable_limit"), pts, places + 1)  # beside the targets
         text += (f" No number of repeats brings it below {limit}, so not down to "
                  f"{' or '.join(stuck)}: the n_test/n_train term of the variance dominates; "
                  f"more data is needed, not more repeats.")  # fmt: skip
