@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -25,8 +26,15 @@ def test_demo_quick_writes_the_run_folder(demo_run):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["networks"]) == {"A", "B"}
     keys = {"a", "b", "metric", "diff_mean", "diff_ci", "p_corrected_t", "p_mcnemar",
-            "p_b_better", "p_b_better_ci", "verdict", "chosen"}
+            "p_b_better", "p_equivalent", "p_a_better", "verdict", "chosen", "outcome",
+            "headline", "detectable_diff", "fold_win_rate"}
     assert keys <= set(summary["comparison"])
+    cmp = summary["comparison"]
+    assert cmp["outcome"] in ("better", "equivalent", "inconclusive")
+    lead = {"better": f"{cmp['chosen']} is better than", "inconclusive": "Inconclusive on",
+            "equivalent": "A and B are equivalent"}[cmp["outcome"]]
+    assert cmp["sentence"].startswith(lead) and cmp["headline"].startswith(f"Use {cmp['chosen']}.")
+    assert cmp["p_b_better"] + cmp["p_equivalent"] + cmp["p_a_better"] == pytest.approx(1)
     acc = summary["networks"]["A"]["accuracy"]
     assert len(acc["folds"]) == 3 and acc["mean"] == pytest.approx(np.mean(acc["folds"]))
     assert acc["mean"] > 0.8  # real digits, a real CNN
@@ -49,6 +57,33 @@ def test_compare_json_matches_summary(demo_run):
     nll = ref["networks"]
     assert got["comparison"]["diff_mean"] == pytest.approx(
         nll["A"]["nll"]["mean"] - nll["B"]["nll"]["mean"])
+
+
+def test_compare_power_and_rope(demo_run, tmp_path):
+    out, _ = demo_run
+    res = runner.invoke(app, ["compare", str(out), "--power"])
+    assert res.exit_code == 0, res.output
+    assert "detectable difference" in res.output and "more data is needed" in res.output
+    res = runner.invoke(app, ["compare", str(out), "--power", "--json"])
+    rows = json.loads(res.output)["rows"]
+    assert [r["n_repeats"] for r in rows] == [1, 3, 5, 10]
+    dets = [r["detectable"] for r in rows]
+    assert dets == sorted(dets, reverse=True) and dets[0] > dets[-1] > 0
+    res = runner.invoke(app, ["compare", str(out), "--rope", "2.5", "--json"])
+    assert json.loads(res.output)["comparison"]["rope"] == pytest.approx(0.025)
+    res = runner.invoke(app, ["compare", str(out), "--rope", "0", "--json"])
+    cmp = json.loads(res.output)["comparison"]
+    assert cmp["rope"] == 0 and cmp["p_equivalent"] == 0 and cmp["outcome"] != "equivalent"
+    for bad, msg in (("-1", "rope must be a finite number >= 0"), ("nan", "rope must be a finite"),
+                     ("inf", "rope must be a finite")):
+        res = runner.invoke(app, ["compare", str(out), "--rope", bad])
+        assert res.exit_code == 2 and msg in res.output, res.output
+    single = tmp_path / "single"
+    shutil.copytree(out, single)
+    cfg = (single / "config.toml").read_text()
+    (single / "config.toml").write_text(cfg[: cfg.index("[networks.B]")])
+    res = runner.invoke(app, ["compare", str(single), "--power"])
+    assert res.exit_code == 2 and "--power needs two networks" in res.output, res.output
 
 
 def test_compare_unknown_metric_suggests(demo_run):

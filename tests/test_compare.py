@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
@@ -14,17 +13,18 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from calipers.exceptions import FoldMismatchError
+from calipers.stats import detectable_difference
 from calipers.stats.compare import (
     compare,
     corrected_ttest,
     describe_scores,
+    fold_win_rate,
     holm,
     mcnemar_test,
-    prob_b_better,
 )
 
 DESIGN_KEYS = {"a", "b", "metric", "diff_mean", "diff_ci", "p_corrected_t", "p_mcnemar",
-               "p_b_better", "p_b_better_ci", "verdict", "chosen"}  # fmt: skip
+               "p_b_better", "verdict", "chosen"}  # fmt: skip
 
 # Hand example, 5-fold CV (n_test / n_train = 1/4):
 #   d = B - A = [.03, .02, .02, .01, .04];  mean = .12 / 5 = .024
@@ -38,11 +38,13 @@ B5 = np.array([0.83, 0.84, 0.80, 0.86, 0.84])
 
 def test_describe_scores_against_scipy(rng):
     s = rng.normal(0.9, 0.02, size=10)
-    res = describe_scores(s, confidence_level=0.9)
+    res = describe_scores(s, test_train_ratio=0.0, confidence_level=0.9)
     lo, hi = stats.t.interval(0.9, 9, loc=s.mean(), scale=stats.sem(s))
     assert_allclose([res.mean, res.std, res.ci_low, res.ci_high], [s.mean(), s.std(ddof=1), lo, hi])
-    assert res.n == 10 and res.folds == tuple(s)
-    assert set(res.to_dict()) == {"mean", "std", "ci_low", "ci_high", "folds"}
+    assert_allclose(res.ci_naive, [lo, hi])
+    assert res.n == 10 and res.folds == tuple(s) and res.method == "t"
+    assert set(res.to_dict()) == {"mean", "std", "ci_low", "ci_high", "folds", "ci_method",
+                                  "ci_naive"}  # fmt: skip
 
 
 @pytest.mark.parametrize("alternative", ["two-sided", "less", "greater"])
@@ -108,46 +110,13 @@ def test_mcnemar_no_discordant_pairs():
     assert res.to_dict() == {"b": 0, "c": 0, "statistic": 0.0, "pvalue": 1.0, "method": "exact"}
 
 
-def test_prob_b_better_with_ties():
+def test_fold_win_rate_with_ties():
     a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 5.0]  # wins 1, ½, 0, 1
-    assert prob_b_better(a, b).estimate == pytest.approx(0.625)
-    assert prob_b_better(a, b, higher_is_better=False).estimate == pytest.approx(0.375)
-
-
-def _exact_bootstrap_quantiles(wins, level):
-    """Percentiles of the bootstrap distribution of mean(wins), enumerated exhaustively."""
-    n = len(wins)
-    means = [np.mean(wins[list(ix)]) for ix in itertools.product(range(n), repeat=n)]
-    return np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
-
-
-def test_prob_b_better_bootstrap_matches_exhaustive_bootstrap():
-    a = np.array([0.90, 0.91, 0.92, 0.93, 0.94, 0.95])
-    b = np.array([0.92, 0.90, 0.92, 0.95, 0.96, 0.97])  # wins 1, 0, ½, 1, 1, 1
-    res = prob_b_better(a, b, n_bootstrap=20000, seed=3)
-    assert res.estimate == pytest.approx(4.5 / 6)
-    ref = _exact_bootstrap_quantiles(np.array([1, 0, 0.5, 1, 1, 1.0]), 0.95)
-    assert_allclose([res.ci_low, res.ci_high], ref, atol=1 / 12 + 1e-12)  # one grid step of ½/6
-    again = prob_b_better(a, b, n_bootstrap=20000, seed=3)
-    assert (again.ci_low, again.ci_high) == (res.ci_low, res.ci_high)  # seeded
-    swapped = prob_b_better(b, a, n_bootstrap=20000, seed=3)  # common draws: mirrored
-    assert swapped.estimate == pytest.approx(1 - res.estimate)
-    assert_allclose([swapped.ci_low, swapped.ci_high], [1 - res.ci_high, 1 - res.ci_low])
-
-
-def test_prob_b_better_is_half_for_identical_networks():
-    # Identical scores plus small independent noise: P(B > A) ≈ ½ on average over replicates.
-    rng = np.random.default_rng(42)
-    estimates, covered = [], 0
-    for _ in range(40):
-        base = rng.uniform(0.8, 0.9, size=50)
-        a, b = base + rng.normal(0, 1e-3, size=(2, 50))
-        res = prob_b_better(a, b, n_bootstrap=2000, seed=int(rng.integers(1000)))
-        estimates.append(res.estimate)
-        covered += res.ci_low <= 0.5 <= res.ci_high
-    # sd of one estimate = sqrt(.25/50) ≈ .071; of the mean of 40 ≈ .011
-    assert abs(np.mean(estimates) - 0.5) < 0.035
-    assert covered >= 34  # 95% intervals: expect ~38 of 40
+    assert fold_win_rate(a, b).to_dict() == {"wins": 2.5, "n": 4, "rate": 0.625}
+    assert fold_win_rate(a, b, higher_is_better=False).rate == pytest.approx(0.375)
+    # relative tie: equal up to rounding at any scale
+    big = np.array([1e6, 2e6])
+    assert fold_win_rate(big, big * (1 + 1e-14)).wins == 1.0
 
 
 def test_holm_against_statsmodels(rng):
@@ -171,14 +140,21 @@ def test_compare_significant_chooses_better_and_sentence(rng):
     assert pair.criterion == "significant difference" and pair.verdict == "B is better than A"
     assert pair.p_corrected_t == pytest.approx(ref.pvalue) and pair.p_holm == pair.p_corrected_t
     assert pair.p_mcnemar == pytest.approx(mcnemar_test(ca, cb).pvalue)
-    pb = prob_b_better(A5, B5, seed=0)
-    assert (pair.p_b_better, *pair.p_b_better_ci) == (pb.estimate, pb.ci_low, pb.ci_high)
+    # correlated-t posterior with the default 1-point margin, by hand from scipy.stats.t
+    se = 0.0076485293
+    p_b, p_a = stats.t.sf((0.01 - 0.024) / se, 4), stats.t.cdf((-0.01 - 0.024) / se, 4)
+    assert_allclose([pair.p_b_better, pair.p_equivalent, pair.p_a_better],
+                    [p_b, 1 - p_b - p_a, p_a], rtol=1e-6)  # fmt: skip
+    assert pair.outcome == "better" and pair.fold_wins == 5
     assert_allclose(pair.diff_ci, ref.confidence_interval())
     mc = f"{mcnemar_test(ca, cb).pvalue:.3f}"
     assert pair.sentence == (
         "B is better than A on accuracy: B − A = +2.4 points (95% CI +0.3 to +4.5), corrected "
-        f"t(4) = 3.14, p = 0.035; McNemar p = {mc}; P(B>A) = 1.00 [1.00, 1.00]."
+        f"t(4) = 3.14, p = 0.035; McNemar p = {mc}; P(B better) = {p_b:.2f}, P(equivalent "
+        f"within ±1.0 points) = {1 - p_b - p_a:.2f}, P(A better) = {p_a:.2f}; B won 5 of 5 folds."
     )
+    assert pair.headline == ("Use B. B is better than A on accuracy by 2.4 points (95% CI +0.3 "
+                             "to +4.5 for B − A; p = 0.035).")  # fmt: skip
     assert res.sentence == pair.sentence
 
 
@@ -186,6 +162,9 @@ def test_compare_lower_is_better_metric():
     res = compare({"A": B5, "B": A5}, metric="nll", test_train_ratio=1 / 4)
     assert res.pairs[0].chosen == "B" and not res.higher_is_better  # B has the lower loss
     assert res.pairs[0].sentence.startswith("B is better than A on nll: B − A = −0.0240 (95% CI")
+    p_b = stats.t.cdf(0, 4, loc=-0.024, scale=0.0076485293)  # lower is better: P(mu < 0)
+    assert f"P(B better) = {p_b:.2f}, P(A better) = {1 - p_b:.2f}" in res.pairs[0].sentence
+    assert "equivalent" not in res.pairs[0].sentence  # no default margin for a loss
     custom = compare({"A": A5, "B": B5}, metric="dice", higher_is_better=False,
                      test_train_ratio=1 / 4)  # fmt: skip
     assert custom.best == "A" and "B − A = +0.0240" in custom.sentence
@@ -198,16 +177,28 @@ def test_compare_not_established_lower_std(rng):
     pair = res.pairs[0]
     t = corrected_ttest(a, b, test_train_ratio=1 / 5)
     lo, hi = t.confidence_interval()
-    assert pair.p_corrected_t > 0.05 and pair.verdict == "difference not established"
-    assert (pair.chosen, pair.criterion) == ("A", "lower fold std")
+    assert pair.p_corrected_t > 0.05 and pair.verdict == "inconclusive"
+    assert (pair.chosen, pair.criterion, pair.outcome) == ("A", "lower fold std", "inconclusive")
     sa, sb = a.std(ddof=1) * 100, b.std(ddof=1) * 100
-    assert pair.sentence == (
-        f"The difference in accuracy between A and B is not established (B − A = "
-        f"{t.diff_mean * 100:+.1f} points, 95% CI {lo * 100:+.1f} to {hi * 100:+.1f}, corrected "
-        f"t(5) = {t.statistic:.2f}, p = {t.pvalue:.2f}; P(B>A) = {pair.p_b_better:.2f} "
-        f"[{pair.p_b_better_ci[0]:.2f}, {pair.p_b_better_ci[1]:.2f}]); choosing A, which has the "
-        f"lower fold std ({sa:.1f} vs {sb:.1f} points)."
-    ).replace("-", "−")
+    det = detectable_difference(float((b - a).std(ddof=1)), n_folds=6, test_train_ratio=1 / 5)
+    assert pair.detectable_diff == pytest.approx(det)
+    def pts(x):
+        return f"{x * 100:+.1f}".replace("-", "−")
+
+    assert pair.sentence.startswith(
+        f"Inconclusive on accuracy: B − A = {pts(t.diff_mean)} points (95% CI "
+        f"{pts(lo)} to {pts(hi)}), corrected t(5) = {t.statistic:.2f}, p = "
+        f"{t.pvalue:.2f}; P(B better) = {pair.p_b_better:.2f}, P(equivalent within ±1.0 points) "
+        f"= {pair.p_equivalent:.2f}, P(A better) = {pair.p_a_better:.2f}; B won 3 of 6 folds. "
+        f"This design (6-fold CV) detects a difference of {det * 100:.1f} points with 80% power."
+    )
+    assert pair.sentence.endswith(
+        f"Choosing A, which has the lower fold std ({sa:.1f} vs {sb:.1f} points), as a "
+        f"tie-break: the two are not shown to be equivalent.")
+    assert pair.headline == (
+        f"Use A. The accuracy difference is not established (B − A = {pts(t.diff_mean)} "
+        f"points, 95% CI {pts(lo)} to {pts(hi)}; this design detects "
+        f"{det * 100:.1f} points); A has the lower fold-to-fold spread.")
 
 
 @pytest.mark.parametrize(
@@ -228,7 +219,7 @@ def test_compare_equal_std_tie_breaks(uncertainty, chosen, criterion, text):
                   test_train_ratio=1 / 3, alpha=1e-300, uncertainty=uncertainty)  # fmt: skip
     pair = res.pairs[0]
     assert (pair.chosen, pair.criterion) == (chosen, criterion)
-    assert pair.sentence.endswith(f"choosing {chosen}, which has the {criterion} {text}.")
+    assert f"Choosing {chosen}, which has the {criterion} {text}, as a tie-break" in pair.sentence
 
 
 def test_compare_all_tie_chooses_first():
@@ -271,7 +262,11 @@ def test_compare_best_ties_broken_by_mean():
 def test_pair_to_dict_has_design_keys():
     d = compare({"A": A5, "B": B5}, test_train_ratio=1 / 4).pairs[0].to_dict()
     assert set(d) >= DESIGN_KEYS
-    assert set(d) - DESIGN_KEYS == {"criterion", "p_holm", "statistic", "df", "sentence"}
+    assert set(d) - DESIGN_KEYS == {
+        "criterion", "p_holm", "statistic", "df", "sentence", "headline", "outcome",
+        "confidence_level", "rope", "alpha", "p_tost", "p_tost_holm", "equivalence_ci",
+        "p_equivalent", "p_a_better", "fold_wins", "fold_win_rate", "n_splits", "n_folds",
+        "detectable_diff", "detectable_limit", "repeats_for_observed", "repeats_for_rope"}
     assert d["p_mcnemar"] is None and d["diff_ci"] == pytest.approx([0.0027642783, 0.0452357217])
     json.dumps(d, allow_nan=False)
 
@@ -311,7 +306,15 @@ def test_pair_to_dict_has_design_keys():
         ({"uncertainty": {"A": {"ece": np.nan}}}, ValueError, r"uncertainty\['A'\]\['ece'\] "
          "must be a finite number"),
         ({"uncertainty": {"C": {"ece": 0.1}}}, ValueError, "unknown network in uncertainty 'C'"),
-        ({"seed": -1}, ValueError, "seed must be an integer >= 0; got -1"),
+        ({"rope": -1.0}, ValueError, "rope must be a finite number >= 0 in the units of "
+         r"'accuracy' \(percentage points\); got -1.0"),
+        ({"rope": math.inf}, ValueError, "rope must be a finite number >= 0"),
+        ({"rope": 150}, ValueError, "spans the whole 0-100 % range"),
+        ({"metric": "dice", "higher_is_better": True, "rope": 0.01}, ValueError,
+         "metric 'dice', whose scale calipers does not know"),
+        ({"metric": "nll", "correct": {"A": [1, 0], "B": [1, 1]}}, ValueError,
+         "McNemar's test compares error rates and applies to metric 'accuracy' only"),
+        ({"n_repeats": 2}, ValueError, "n_repeats = 2 does not fit 5 fold scores"),
     ],
 )  # fmt: skip
 def test_compare_errors(kwargs, error, match):
@@ -326,15 +329,13 @@ def test_function_errors():
     with pytest.raises(FoldMismatchError, match="scores_a has 5 fold scores but scores_b has 4"):
         corrected_ttest(A5, B5[:4], test_train_ratio=0.25)
     with pytest.raises(ValueError, match="scores must hold at least 2 fold scores; got 1"):
-        describe_scores([0.9])
+        describe_scores([0.9], test_train_ratio=0.0)
     with pytest.raises(ValueError, match=r"correct_a has shape \(2,\) but correct_b has shape"):
         mcnemar_test([True, False], [True])
     with pytest.raises(ValueError, match=r"correct_b must have shape \(n_samples,\)"):
         mcnemar_test([True], [[True]])
-    with pytest.raises(ValueError, match="n_bootstrap must be an integer >= 1; got 0"):
-        prob_b_better(A5, B5, n_bootstrap=0)
     with pytest.raises(TypeError, match="higher_is_better must be True or False; got 'yes'"):
-        prob_b_better(A5, B5, higher_is_better="yes")
+        fold_win_rate(A5, B5, higher_is_better="yes")
     with pytest.raises(ValueError, match=r"pvalues must lie in \[0, 1\]; got values from"):
         holm([0.5, 1.2])
     with pytest.raises(ValueError, match=r"pvalues must have shape \(m,\)"):

@@ -46,7 +46,7 @@ def score_pairs(draw):
 @SETTINGS
 @given(s=scores(), level=levels)
 def test_describe_scores_valid(s, level):
-    res = describe_scores(s, confidence_level=level)
+    res = describe_scores(s, test_train_ratio=0.25, confidence_level=level)
     assert res.n == s.size and res.std >= 0
     assert math.isfinite(res.mean) and res.ci_low <= res.ci_high
     assert res.mean == pytest.approx(float(np.mean(s)), abs=1e-6 * (1 + np.abs(s).max()))
@@ -58,14 +58,14 @@ def test_describe_scores_non_finite_is_a_value_error(s, bad, i):
     s = s.copy()
     s[i % s.size] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
-        describe_scores(s)
+        describe_scores(s, test_train_ratio=0.25)
 
 
 @SETTINGS
 @given(s=scores(0, 1))
 def test_describe_scores_needs_two_folds(s):
     with pytest.raises(ValueError, match="at least 2 fold scores"):
-        describe_scores(s)
+        describe_scores(s, test_train_ratio=0.25)
 
 
 @SETTINGS
@@ -73,14 +73,14 @@ def test_describe_scores_needs_two_folds(s):
                                    st.just(math.nan)))
 def test_describe_scores_bad_level(s, level):
     with pytest.raises(ValueError, match="confidence_level"):
-        describe_scores(s, confidence_level=level)
+        describe_scores(s, test_train_ratio=0.25, confidence_level=level)
 
 
 def test_describe_scores_shape_and_type():
     with pytest.raises(ValueError, match="shape"):
-        describe_scores(np.ones((2, 3)))
+        describe_scores(np.ones((2, 3)), test_train_ratio=0.25)
     with pytest.raises(TypeError, match="1-D array of numbers"):
-        describe_scores(["a", "b"])
+        describe_scores(["a", "b"], test_train_ratio=0.25)
 
 
 # ------------------------------------------------------------------ corrected_ttest

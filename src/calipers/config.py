@@ -9,7 +9,7 @@ Keys follow design §3::
     [train]    epochs, batch_size, lr, weight_decay, device, amp, deterministic, batched
     [mc]       samples, tau
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
-    [compare]  metric, alpha, a, b
+    [compare]  metric, alpha, a, b, rope (margin of equivalence; points for rates)
     [networks.NAME]  model, args
 """
 
@@ -117,6 +117,7 @@ class SearchConfig(_Section):
 class CompareConfig(_Section):
     metric: str | None = None
     alpha: float = Field(0.05, gt=0, lt=1)
+    rope: float | None = Field(None, ge=0, allow_inf_nan=False)  # None: the metric's default
     a: str | None = None
     b: str | None = None
 

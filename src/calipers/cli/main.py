@@ -116,7 +116,8 @@ def _render_summary(summary) -> None:
     from calipers.evaluation.metrics import METRICS
     from calipers.report.headline import chosen_label, summary_headline
 
-    table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
+    table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std; 95% CI corrected for "
+                        f"overlapping training sets)")
     table.add_column("network")
     extra = ("nll", "ece", "entropy", "rmse", "gaussian_nll", "log_likelihood")
     for m in (metric, *(m for m in extra
@@ -236,12 +237,19 @@ def compare_command(
     metric: Annotated[str | None, typer.Option("--metric", help="Metric to compare on.")] = None,
     alpha: Annotated[float, typer.Option(
         "--alpha", help="Significance level of the corrected t-test.")] = 0.05,
+    rope: Annotated[float | None, typer.Option(
+        "--rope", help="Margin of practical equivalence in the metric's units (percentage "
+        "points for accuracy, ECE, Dice); 0 turns equivalence off. Default: 1 point for rates, "
+        "none otherwise.")] = None,
+    power: Annotated[bool, typer.Option(
+        "--power", help="Print the difference detectable with 80% power for 1, 3, 5 and 10 "
+        "repeats (the run is the pilot).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
     allow_different_data: Annotated[bool, typer.Option(
         "--allow-different-data", help="Compare runs whose data fingerprints differ.")] = False,
 ) -> None:
-    """Paired comparison of finished runs: corrected t, McNemar, P(B better), verdict.
+    """Paired comparison of finished runs: corrected t, equivalence, P(B better), verdict.
 
     Example: calipers compare runs/demo --a A --b B --metric nll
     """
@@ -249,10 +257,15 @@ def compare_command(
 
     from calipers.experiment.summary import compare_runs
 
+    if power:
+        with _user_errors():
+            _check_compare_args(run_dirs, a, b)
+        _power(run_dirs, metric=metric, a=a, b=b, alpha=alpha, as_json=as_json)
+        return
     with _user_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _check_compare_args(run_dirs, a, b)
-        summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha,
+        summary = compare_runs(run_dirs, metric=metric, a=a, b=b, alpha=alpha, rope=rope,
                                allow_different_data=allow_different_data)
     for w in caught:
         err_console.print(f"[yellow]Note:[/] {escape(str(w.message))}", highlight=False)
@@ -260,6 +273,36 @@ def compare_command(
         sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
     else:
         _render_summary(summary)
+
+
+def _power(run_dirs, *, metric, a, b, alpha, as_json: bool) -> None:
+    from calipers.experiment.plan import plan_power
+    from calipers.stats.scales import metric_scale
+
+    with _user_errors():
+        plan = plan_power(run_dirs, metric=metric, a=a, b=b, alpha=alpha)
+    if as_json:
+        sys.stdout.write(json.dumps(plan.to_dict(), indent=2) + "\n")
+        return
+    an = plan.analysis
+    k, unit = (100, " points") if metric_scale(plan.metric).percent else (1, "")
+    table = Table(title=f"{plan.b} − {plan.a} on {plan.metric}: smallest difference detected "
+                        f"with {an.power:.0%} power (two-sided α = {an.alpha:g})")
+    for col in ("repeats", "folds", "detectable difference"):
+        table.add_column(col, justify="right")
+    for r, det in zip(an.repeats, an.detectable, strict=True):
+        table.add_row(str(r), str(r * an.n_folds), f"{k * det:.2f}{unit}" if unit else
+                      f"{det:.3g}")
+    console.print(table)
+    fmt = ".2f" if unit else ".3g"
+    diff = format(k * plan.diff_mean, "+" + fmt).replace("-", "−")
+    console.print(
+        f"Pilot: {plan.n_repeats}×{an.n_folds}-fold, observed {plan.b} − {plan.a} = "
+        f"{diff}{unit}, fold-difference std {k * an.std_diff:{fmt}}{unit}. "
+        f"Repeats shrink only the 1/J part of the variance ({an.repeat_share:.0%} of it with one "
+        f"repeat); with unlimited repeats the detectable difference is still "
+        f"{k * an.limit:{fmt}}{unit} — below that, more data is needed, not more repeats.",
+        highlight=False)
 
 
 app.command("env")(env)

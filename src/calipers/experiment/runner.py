@@ -32,6 +32,7 @@ from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
 from calipers.segmentation.data import load_segmentation
 from calipers.segmentation.experiment import MULTIPLE, segmentation_info
+from calipers.stats.scales import resolve_rope
 
 __all__ = ["ExperimentResult", "demo_config", "finish_run", "run_experiment"]
 
@@ -196,7 +197,15 @@ def run_experiment(
 
 def _check_compare_metric(config: ExperimentConfig, reasons: dict[str, str | None]) -> None:
     """Refuse, before training, a comparison metric that some network will not report
-    (``reasons``: each network's :func:`batched_reason`, None for a stacked one)."""
+    (``reasons``: each network's :func:`batched_reason`, None for a stacked one), and a
+    ``[compare] rope`` that does not fit the metric's units."""
+    if config.compare.rope is not None:  # units depend on the metric: check before any training
+        default = {"classification": "accuracy", "regression": "rmse"}.get(config.data.task,
+                                                                           "mean_dice")
+        try:
+            resolve_rope(config.compare.metric or default, config.compare.rope)
+        except ValueError as err:
+            raise ConfigError(f"compare.rope: {err}") from None
     metric = config.compare.metric
     if metric not in ("log_likelihood", "rmse_weight_scaling"):
         return
@@ -226,7 +235,7 @@ def finish_run(
     """Summarise a finished cross-validation, write ``metrics.csv``, ``summary.json`` and
     (``report=True``) ``report.html``; shared by every task."""
     c = config.compare
-    summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, seed=config.cv.seed)
+    summary = summarize(cv, metric=c.metric, alpha=c.alpha, a=c.a, b=c.b, rope=c.rope)
     write_summary(run_dir, cv, summary)
     report_path = None
     if report:

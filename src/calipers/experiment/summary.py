@@ -21,6 +21,7 @@ from calipers.exceptions import CalipersWarning, FoldMismatchError
 from calipers.repro.data_fingerprint import check_same_data
 from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
 from calipers.stats.compare import Comparison, compare, describe_scores
+from calipers.stats.scales import metric_scale
 
 __all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
 
@@ -84,11 +85,14 @@ def summarize(
     alpha: float = 0.05,
     a: str | None = None,
     b: str | None = None,
-    seed: int = 0,
+    rope: float | None = None,
 ) -> RunSummary:
     """Summarise every metric per network; compare networks pairwise on ``metric``.
 
-    ``a``/``b`` pick the pair reported as the run's ``comparison`` (default: the first two).
+    ``a``/``b`` pick the pair reported as the run's ``comparison`` (default: the first two);
+    ``rope`` is the margin of equivalence (see :func:`calipers.stats.compare.compare`).
+    Per-network intervals are corrected for overlapping training sets and respect the bounds
+    of bounded metrics (NOTE [Bounded intervals] in :mod:`calipers.stats.paired`).
     """
     metric = metric or _DEFAULT_METRIC[cv.task]
     info = METRICS[_look_up_option(metric, [m for m, i in METRICS.items() if i.task == cv.task],
@@ -104,7 +108,11 @@ def summarize(
         lacking = [n for n in names if any(metric not in r.metrics for r in cv.results[n])]
         raise ValueError(f"metric {metric!r} is missing from the folds of {lacking}; compare on "
                          f"one every network reports: {', '.join(metric_names)}.")
-    networks = {n: {m: _describe(cv.scores(m)[n]) for m in metric_names} for n in names}
+    ratio = cv.folds.test_train_ratio
+    n_test = max(1, round(float(np.mean([len(te) for te in cv.folds.test]))))
+    networks = {n: {m: _describe(cv.scores(m)[n], test_train_ratio=ratio, n_test=n_test,
+                                 bounds=metric_scale(m).bounds)
+                    for m in metric_names} for n in names}  # fmt: skip
     comparison = note = None
     if len(names) >= 2:
         scores = {n: cv.scores(metric)[n] for n in names}
@@ -118,16 +126,18 @@ def summarize(
                                        in zip(cv.folds, used, strict=True) if u]))
         correct = uncertainty = None
         if cv.task == "classification":
-            correct = {n: cv.pooled(n, "proba").argmax(axis=1) == cv.pooled(n, "y_true")
-                       for n in names}
+            if metric == "accuracy" and cv.folds.n_repeats == 1:  # McNemar: each sample once
+                correct = {n: cv.pooled(n, "proba").argmax(axis=1) == cv.pooled(n, "y_true")
+                           for n in names}  # fmt: skip
             uncertainty = {n: {"entropy": _nanmean(cv.scores("entropy")[n]),
                                "ece": _nanmean(cv.scores("ece")[n])} for n in names}
         elif cv.task == "segmentation":  # no McNemar: voxels of one volume are not independent
             uncertainty = {n: {"entropy": _nanmean(cv.scores("entropy")[n])} for n in names}
         if used.sum() >= 2:
             comparison = compare(scores, metric=metric, higher_is_better=info.higher_is_better,
-                                 test_train_ratio=ratio, correct=correct,
-                                 uncertainty=uncertainty, alpha=alpha, seed=seed)
+                                 test_train_ratio=ratio, correct=correct, rope=rope,
+                                 n_repeats=cv.folds.n_repeats, n_test=n_test,
+                                 uncertainty=uncertainty, alpha=alpha)
         else:
             note = f"{note} No comparison: a paired test needs at least 2 such folds."
     pair = (a, b) if a is not None and b is not None else None
@@ -140,12 +150,13 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def _describe(values: np.ndarray) -> dict[str, Any]:
-    """Mean, std and t interval of the folds where the metric is defined (finite); ``folds``
-    lists every fold (None where undefined), ``n_folds`` how many count."""
+def _describe(values: np.ndarray, **options: Any) -> dict[str, Any]:
+    """Mean, std and corrected interval (:func:`~calipers.stats.describe_scores` with
+    ``options``) of the folds where the metric is defined (finite); ``folds`` lists every fold
+    (None where undefined), ``n_folds`` how many count."""
     finite = values[np.isfinite(values)]
     if finite.size >= 2:
-        out = describe_scores(finite).to_dict()
+        out = describe_scores(finite, **options).to_dict()
     else:
         out = {"mean": float(finite[0]) if finite.size else None, "std": None,
                "ci_low": None, "ci_high": None}
@@ -218,6 +229,7 @@ def compare_runs(
     b: str | None = None,
     alpha: float = 0.05,
     allow_different_data: bool = False,
+    rope: float | None = None,
 ) -> RunSummary:
     """Compare the networks of one or more finished runs made on identical folds.
 
@@ -245,4 +257,4 @@ def compare_runs(
         for name, res in cv.results.items():
             results[f"{d.name}/{name}" if name in results else name] = res
     merged = CVResult(first.folds, first.task, results)
-    return summarize(merged, metric=metric, alpha=alpha, a=a, b=b)
+    return summarize(merged, metric=metric, alpha=alpha, a=a, b=b, rope=rope)

@@ -182,6 +182,27 @@ def _section_verdict(run: RunData) -> str:
     return f"<div class='verdict'><h2>Verdict</h2>{body}</div>"
 
 
+def _verdict_numbers(run: RunData) -> str:
+    """The verdict pair's correlated-t probabilities and the design's detectable difference."""
+    p = run.summary.get("comparison")
+    if not isinstance(p, Mapping) or "p_equivalent" not in p:
+        return ""
+    a, b, metric = p.get("a"), p.get("b"), p.get("metric", run.summary["metric"])
+    rope = _num(p.get("rope"))
+    size = {k: _fmt(p.get(k) if k != "rope" else rope, metric, diff=True).lstrip("+")
+            for k in ("rope", "detectable_diff")}  # unsigned sizes, in points for rates
+    eq = f"P(equivalent within ±{size['rope']})" if rope > 0 else "P(equivalent) (no margin)"
+    n = p.get("n_splits", "?")
+    row = (_fmt_prob(p.get("p_b_better")), _fmt_prob(p.get("p_equivalent")),
+           _fmt_prob(p.get("p_a_better")), size["detectable_diff"],
+           f"{_num(p.get('fold_wins')):g} of {n}")  # fmt: skip
+    headers = [f"P({b} better)", eq, f"P({a} better)", "detectable difference (80% power)",
+               f"folds {b} won"]
+    return (f"{_table(headers, [row], cls='verdict-numbers')}<p class='note'>Probabilities: "
+            "Bayesian correlated t-test posterior (Benavoli et al. 2017); detectable difference: "
+            "the smallest true difference this design finds with 80% power.</p>")
+
+
 def _section_networks(run: RunData) -> str:
     best = run.summary.get("best")
     label = chosen_label(run.summary)
@@ -195,7 +216,8 @@ def _section_networks(run: RunData) -> str:
             est = _estimate(m.get("mean"), (m.get("ci_low"), m.get("ci_high")), metric,
                             std=m.get("std"))
             rows.append((net + (label if net == best else ""), metric, est.pm(), est.ci(), n))
-    table = _table(["network", "metric", "mean ± std over folds", "95% CI", "folds"], rows)
+    table = _table(["network", "metric", "mean ± std over folds", "95% CI (corrected)", "folds"],
+                   rows)
     return f"<h2>Networks</h2>{table}"
 
 
@@ -268,7 +290,7 @@ def _section_pairs(run: RunData, *, dpi: int) -> str:
                                             percent=_is_percent(metric))
         figure = _img(fig, "paired differences", dpi=dpi, name="paired-differences")
     headers = ["pair B − A", "metric", "mean B − A", "95% CI (corrected)", "p corrected t",
-               "p Holm", "p McNemar", "P(B better) [95% CI]", "verdict", "chosen", "criterion"]
+               "p Holm", "p McNemar", "P(B better)", "verdict", "chosen", "criterion"]
     headers, rows = _drop_empty_columns(headers, rows, ("p Holm", "p McNemar"),
                                         keep_holm=len(pairs) > 1)
     sentences = [p["sentence"] for p in pairs if isinstance(p.get("sentence"), str)]
@@ -484,9 +506,9 @@ def _render(run: RunData, *, dpi: int) -> tuple[str, _FigureSet]:
         pairs = _section_pairs(run, dpi=dpi) if len(run.networks) > 1 and not run.incomplete else ""
         gpu = gpu_section(run.run_dir, lambda fig, alt: _img(fig, alt, dpi=dpi, name="gpu"))
         parts = [
-            _section_header(run), _section_verdict(run), _section_networks(run),
-            _section_fold_scores(run, dpi=dpi), pairs, uncertainty, *([gpu] if gpu else []),
-            _section_provenance(run),
+            _section_header(run), _section_verdict(run), _verdict_numbers(run),
+            _section_networks(run), _section_fold_scores(run, dpi=dpi), pairs, uncertainty,
+            *([gpu] if gpu else []), _section_provenance(run),
         ]
     title = f"calipers report: {run.name}"
     text = (

@@ -5,11 +5,10 @@ network was measured on the same test fold ``j``. Differences are always ``B - A
 network minus the first), in the metric's units. The pairwise tests live in
 :mod:`calipers.stats.paired` (see NOTE [Corrected resampled t] there) and are re-exported here.
 
-# NOTE [Common bootstrap draws]
-:func:`compare` runs every pair's P(B > A) bootstrap with the same ``seed``. All networks share
-the folds, so every pair resamples the same fold indices (common random numbers): the result of
-a pair does not depend on which other networks are compared, and swapping A and B gives
-``1 - P`` with a mirrored interval.
+The verdict is one of three cases (NOTE [Three verdicts] in :mod:`calipers.stats.verdict`); the
+probabilities come from the correlated-t posterior (NOTE [Correlated t posterior] in
+:mod:`calipers.stats.posterior`) and the detectable difference from
+NOTE [Detectable difference] in :mod:`calipers.stats.power`.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import stats
 
 from calipers._checks import _check_positive_int, _look_up_option
 from calipers.evaluation.metrics import METRICS
@@ -30,26 +30,31 @@ from calipers.stats.paired import (
     Interval,
     McNemarResult,
     PairedResult,
-    ProbabilityResult,
     ScoreSummary,
+    WinRate,
     _correct_iv,
     _corrected_t,
     _describe,
     _level_iv,
     _mcnemar,
     _plain,
-    _prob_b_better,
     _ratio_iv,
     _scores_iv,
+    _tied,
+    _win_rate,
     corrected_ttest,
     describe_scores,
+    fold_win_rate,
     holm,
     mcnemar_test,
-    prob_b_better,
 )
+from calipers.stats.posterior import _posterior, _tost
+from calipers.stats.power import _detectable, _repeats_needed
+from calipers.stats.scales import metric_scale, resolve_rope
+from calipers.stats.verdict import _amount, _unsigned, headline, pair_sentence
 
 _UNCERTAINTY_KEYS = ("entropy", "ece")
-_TIE = 1e-12  # stds / entropies / ECEs closer than this are equal for the verdict
+_POWER = 0.8  # target power of the detectable difference
 
 __all__ = [
     "Comparison",
@@ -57,14 +62,14 @@ __all__ = [
     "McNemarResult",
     "PairComparison",
     "PairedResult",
-    "ProbabilityResult",
     "ScoreSummary",
+    "WinRate",
     "compare",
     "corrected_ttest",
     "describe_scores",
+    "fold_win_rate",
     "holm",
     "mcnemar_test",
-    "prob_b_better",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -74,34 +79,52 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PairComparison:
-    """Networks ``a`` and ``b`` compared on one metric; differences are ``b - a``."""
+    """Networks ``a`` and ``b`` compared on one metric; differences are ``b - a``.
+
+    All differences, intervals, margins and detectable differences are in the metric's own
+    units (fractions for rates). ``outcome`` is one of NOTE [Three verdicts].
+    """
 
     a: str
     b: str
     metric: str
+    outcome: str  # "better", "equivalent" or "inconclusive"
+    verdict: str  # "<x> is better than <y>", "equivalent within ±m" or "inconclusive"
+    chosen: str
+    criterion: str  # "significant difference", "lower fold std", ...
     diff_mean: float
     diff_ci: Interval  # corrected-t CI of the mean difference
+    confidence_level: float
     statistic: float  # corrected t
     df: int
     p_corrected_t: float  # two-sided
     p_holm: float  # Holm-adjusted over all pairs of the comparison
-    p_mcnemar: float | None  # None without per-sample correctness
-    p_b_better: float
-    p_b_better_ci: Interval
-    verdict: str  # "<x> is better than <y>" or "difference not established"
-    chosen: str
-    criterion: str  # "significant difference", "lower fold std", ...
+    p_mcnemar: float | None  # only for accuracy with per-sample correctness
+    rope: float  # margin of equivalence m; 0: equivalence not tested
+    alpha: float
+    p_tost: float  # max of the two one-sided corrected tests; 1 when rope = 0
+    p_tost_holm: float
+    equivalence_ci: Interval  # 1 - 2 alpha CI: inside ±m exactly when p_tost < alpha
+    p_b_better: float  # correlated-t posterior (NOTE [Correlated t posterior])
+    p_equivalent: float
+    p_a_better: float
+    fold_wins: float  # folds B won (ties 1/2); descriptive, not a probability
+    n_splits: int  # J
+    n_folds: int  # k, folds per repeat
+    detectable_diff: float  # smallest difference detected with 80% power by this design
+    detectable_limit: float  # ... with infinitely many repeats
+    repeats_for_observed: int | None  # repeats making |diff_mean| detectable; None: impossible
+    repeats_for_rope: int | None  # repeats making the margin detectable; None: impossible/unset
     sentence: str
+    headline: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Design §3 comparison keys plus criterion, p_holm, statistic, df and sentence.
-
-        Intervals become lists; non-finite numbers (an infinite t) become ``None``.
-        """
+        """Plain fields; intervals become lists; non-finite numbers become ``None``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["diff_ci"] = [_plain(v) for v in self.diff_ci]
-        out["p_b_better_ci"] = list(self.p_b_better_ci)
+        for key in ("diff_ci", "equivalence_ci"):
+            out[key] = [_plain(v) for v in out[key]]
         out["statistic"] = _plain(self.statistic)
+        out["fold_win_rate"] = self.fold_wins / self.n_splits
         return out
 
 
@@ -141,8 +164,10 @@ class _Context:
     correct: dict[str, np.ndarray] | None
     uncertainty: dict[str, dict[str, float]]
     alpha: float
-    seed: int
     level: float
+    rope: float  # metric units; 0: off
+    n_repeats: int
+    n_test: int | None
 
 
 def compare(
@@ -151,24 +176,28 @@ def compare(
     metric: str = "accuracy",
     higher_is_better: bool | None = None,
     test_train_ratio: float,
+    n_repeats: int = 1,
+    rope: float | None = None,
     correct: Mapping[str, ArrayLike] | None = None,
     uncertainty: Mapping[str, Mapping[str, float]] | None = None,
     alpha: float = 0.05,
-    seed: int = 0,
     confidence_level: float = 0.95,
+    n_test: int | None = None,
 ) -> Comparison:
     """Compare networks pairwise on the same folds and choose one, saying why.
 
     For every pair (a, b), a listed before b: corrected resampled t-test on ``b - a``
-    (NOTE [Corrected resampled t]), Holm adjustment over all pairs, McNemar's test when
-    ``correct`` is given, and P(B > A) with a bootstrap CI (NOTE [Common bootstrap draws]).
+    (NOTE [Corrected resampled t]) and the equivalence test (TOST) within ``±rope``, both
+    Holm-adjusted over all pairs; the correlated-t posterior P(B better), P(equivalent),
+    P(A better); the detectable difference at 80 % power and the repeats that would lower it;
+    McNemar's test for accuracy when ``correct`` is given; the number of folds B won.
 
-    Verdict: if the Holm-adjusted p < ``alpha``, the better network is chosen ("significant
-    difference"). Otherwise the difference is not established and the network with lower
-    uncertainty is chosen: smaller fold std; if the stds tie (within 1e-12), lower mean
-    predictive entropy; then lower ECE; then the better mean score; then the one listed first.
-    ``criterion`` names the rule that decided. With more than two networks, ``best`` is the one
-    chosen in the most pairs (ties: better mean score, then listing order).
+    Verdict (NOTE [Three verdicts]): *better* if the Holm-adjusted p < ``alpha``; else
+    *equivalent* if the Holm-adjusted TOST p < ``alpha``; else *inconclusive*. In the last two
+    cases the network with lower uncertainty is chosen: smaller fold std; if the stds tie
+    (NOTE [Relative ties]), lower mean predictive entropy; then lower ECE; then the better mean
+    score; then the one listed first. ``criterion`` names the rule that decided. With more than
+    two networks, ``best`` is the one chosen in the most pairs (ties: better mean, then order).
 
     Parameters
     ----------
@@ -176,25 +205,30 @@ def compare(
         Fold scores per network, ``J = n_folds * n_repeats >= 2``, the same folds in the same
         order for every network.
     metric : str, default "accuracy"
-        Name of the metric the scores measure. Names in
-        :data:`calipers.evaluation.metrics.METRICS` set the direction and the display (accuracy and
-        ECE in percentage points).
+        Name of the metric. Names in :data:`calipers.evaluation.metrics.METRICS` set the
+        direction, the display (rates in percentage points) and the default margin.
     higher_is_better : bool or None, default None
         Direction of the metric; None takes it from ``METRICS`` (required for other metrics;
         a value contradicting ``METRICS`` raises).
     test_train_ratio : float
         ``n_test / n_train`` of one fold, ``1 / (k - 1)`` for k-fold CV.
+    n_repeats : int, default 1
+        Repeats of k-fold CV in ``scores`` (``k = J / n_repeats``), for the repeats advice.
+    rope : float or None, default None
+        Margin of practical equivalence in the metric's units, percentage points for rates;
+        None: the metric kind's default (NOTE [Margins of practical equivalence]); 0: off.
     correct : mapping of str to bool array of shape (N,), optional
-        Pooled out-of-fold correctness per network (same samples, same order), for McNemar.
+        Pooled out-of-fold correctness per network (same samples, each once), for McNemar's
+        test; only with ``metric="accuracy"``.
     uncertainty : mapping of str to mapping, optional
         Per network, ``{"entropy": mean predictive entropy, "ece": ECE}`` (either or both),
         used only to break ties of fold std.
     alpha : float, default 0.05
-        Family-wise significance level (Holm over all pairs).
-    seed : int, default 0
-        Seed of the P(B > A) bootstrap.
+        Family-wise level (Holm over all pairs) of the difference and equivalence tests.
     confidence_level : float, default 0.95
-        Level of every interval.
+        Level of the difference and per-network intervals.
+    n_test : int or None, default None
+        Test samples per fold, for bounded per-network intervals (NOTE [Bounded intervals]).
 
     Returns
     -------
@@ -204,22 +238,27 @@ def compare(
     --------
     >>> res = compare({"A": [.90, .92, .91, .89, .93], "B": [.94, .95, .93, .94, .96]},
     ...               test_train_ratio=1 / 4)
-    >>> res.best, res.pairs[0].criterion
-    ('B', 'significant difference')
+    >>> res.best, res.pairs[0].outcome
+    ('B', 'better')
     """
     ctx = _compare_iv(
         scores, metric, higher_is_better, test_train_ratio, correct, uncertainty,
-        alpha, seed, confidence_level,
+        alpha, confidence_level, rope, n_repeats, n_test,
     )  # fmt: skip
-    summaries = {name: _describe(s, ctx.level) for name, s in ctx.data.items()}
+    bounds = metric_scale(ctx.metric).bounds
+    summaries = {name: _describe(s, ctx.level, ctx.ratio, bounds, ctx.n_test)
+                 for name, s in ctx.data.items()}  # fmt: skip
     names = list(ctx.data)
     pair_names = list(combinations(names, 2))
     tests = [_corrected_t(ctx.data[a], ctx.data[b], ctx.ratio, "two-sided") for a, b in pair_names]
+    tosts = [_tost(ctx.data[a], ctx.data[b], ctx.ratio, ctx.rope) for a, b in pair_names]
     adjusted = holm([t.pvalue for t in tests])
+    adjusted_eq = holm([t.pvalue for t in tosts])
     pairs = tuple(
-        _compare_pair(a, b, t, float(ph), summaries, ctx)
-        for (a, b), t, ph in zip(pair_names, tests, adjusted, strict=True)
-    )
+        _compare_pair(a, b, t, float(ph), tost, float(pe), summaries, ctx)
+        for (a, b), t, ph, tost, pe in zip(pair_names, tests, adjusted, tosts, adjusted_eq,
+                                           strict=True)
+    )  # fmt: skip
     if len(names) == 2:
         best, sentence = pairs[0].chosen, pairs[0].sentence
     else:
@@ -227,7 +266,8 @@ def compare(
     return Comparison(ctx.metric, ctx.higher, summaries, pairs, best, sentence)
 
 
-def _compare_iv(scores, metric, higher, ratio, correct, uncertainty, alpha, seed, level):
+def _compare_iv(scores, metric, higher, ratio, correct, uncertainty, alpha, level, rope,
+                n_repeats, n_test):  # fmt: skip
     if not isinstance(scores, Mapping) or len(scores) < 2:
         got = type(scores).__name__
         if isinstance(scores, Mapping):
@@ -249,11 +289,23 @@ def _compare_iv(scores, metric, higher, ratio, correct, uncertainty, alpha, seed
                 f"{s.size}; every network must be scored on the same folds."
             )
     higher_b, percent = _direction_iv(metric, higher)
+    reps = _check_positive_int(n_repeats, name="n_repeats")
+    if data[first].size % reps or data[first].size // reps < 2:
+        raise ValueError(
+            f"n_repeats = {reps} does not fit {data[first].size} fold scores: J must be "
+            f"n_folds * n_repeats with n_folds >= 2."
+        )
+    if correct is not None and metric != "accuracy":
+        raise ValueError(
+            f"correct is given for metric {metric!r}, but McNemar's test compares error rates "
+            f"and applies to metric 'accuracy' only; pass correct=None."
+        )
     return _Context(
         data, metric, higher_b, percent, _ratio_iv(ratio),
         _correct_map_iv(correct, list(data)), _uncertainty_iv(uncertainty, list(data)),
-        _level_iv(alpha, name="alpha", example=0.05),
-        _check_positive_int(seed, name="seed", minimum=0), _level_iv(level),
+        _level_iv(alpha, name="alpha", example=0.05), _level_iv(level),
+        resolve_rope(metric, rope), reps,
+        None if n_test is None else _check_positive_int(n_test, name="n_test"),
     )  # fmt: skip
 
 
@@ -316,40 +368,48 @@ def _uncertainty_iv(uncertainty, names: list[str]) -> dict[str, dict[str, float]
     return out
 
 
-def _compare_pair(a, b, test, p_holm, summaries, ctx: _Context) -> PairComparison:
+def _compare_pair(a, b, test, p_holm, tost, p_tost_holm, summaries, ctx: _Context
+                  ) -> PairComparison:  # fmt: skip
     mc = _mcnemar(ctx.correct[a], ctx.correct[b]) if ctx.correct is not None else None
-    pb = _prob_b_better(ctx.data[a], ctx.data[b], ctx.higher, 10000, ctx.level, ctx.seed)
-    verdict, chosen, criterion, reason = _decide(a, b, test.diff_mean, p_holm, summaries, ctx)
-    ci = test.confidence_interval(ctx.level)
-    places = 1 if ctx.percent else _decimals(test.diff_mean, *ci)
-    diff = f"{b} − {a} = {_signed(test.diff_mean, ctx.percent, places)}"
-    lo, hi = (_signed(v, ctx.percent, places, unit=False) for v in ci)
-    cis = f"{ctx.level * 100:g}% CI {lo} to {hi}"
-    tests = f"corrected t({test.df}) = {_num(test.statistic, '.2f')}, p {_p(test.pvalue)}"
-    if len(ctx.data) > 2:
-        tests += f", Holm p {_p(p_holm)}"
-    if mc is not None:
-        tests += f"; McNemar p {_p(mc.pvalue)}"
-    tests += f"; P({b}>{a}) = {pb.estimate:.2f} [{pb.ci_low:.2f}, {pb.ci_high:.2f}]"
-    if criterion == "significant difference":
-        sentence = f"{verdict} on {ctx.metric}: {diff} ({cis}), {tests}."
-    else:
-        sentence = (
-            f"The difference in {ctx.metric} between {a} and {b} is not established "
-            f"({diff}, {cis}, {tests}); choosing {chosen}, {reason}."
-        )
-    return PairComparison(
-        a, b, ctx.metric, test.diff_mean, ci, test.statistic, test.df, test.pvalue, p_holm,
-        None if mc is None else mc.pvalue, pb.estimate, Interval(pb.ci_low, pb.ci_high),
-        verdict, chosen, criterion, sentence,
-    )  # fmt: skip
-
-
-def _decide(a, b, diff, p_holm, summaries, ctx: _Context) -> tuple[str, str, str, str]:
-    """(verdict, chosen, criterion, reason) for one pair; see :func:`compare`."""
+    post = _posterior(ctx.data[a], ctx.data[b], ctx.ratio, ctx.rope, ctx.higher)
+    wins = _win_rate(ctx.data[a], ctx.data[b], ctx.higher)
+    d = ctx.data[b] - ctx.data[a]
+    std, k = float(d.std(ddof=1)), d.size // ctx.n_repeats
+    power = (std, k, ctx.ratio, ctx.alpha, _POWER)
+    obs = abs(test.diff_mean)
+    half = float(stats.t.ppf(1 - ctx.alpha, test.df)) * tost.se
     if p_holm < ctx.alpha:
-        chosen, other = (b, a) if (diff > 0) == ctx.higher else (a, b)
-        return f"{chosen} is better than {other}", chosen, "significant difference", ""
+        outcome = "better"
+        chosen, other = (b, a) if (test.diff_mean > 0) == ctx.higher else (a, b)
+        verdict, criterion, reason = f"{chosen} is better than {other}", "significant difference", \
+            ""
+    else:
+        outcome = "equivalent" if ctx.rope > 0 and p_tost_holm < ctx.alpha else "inconclusive"
+        chosen, criterion, reason = _choose(a, b, summaries, ctx)
+        verdict = (f"equivalent within ±{_amount(ctx.rope, ctx.percent)}"
+                   if outcome == "equivalent" else "inconclusive")  # fmt: skip
+    values = dict(
+        a=a, b=b, metric=ctx.metric, outcome=outcome, verdict=verdict, chosen=chosen,
+        criterion=criterion, diff_mean=test.diff_mean,
+        diff_ci=test.confidence_interval(ctx.level), confidence_level=ctx.level,
+        statistic=test.statistic, df=test.df, p_corrected_t=test.pvalue, p_holm=p_holm,
+        p_mcnemar=None if mc is None else mc.pvalue, rope=ctx.rope, alpha=ctx.alpha,
+        p_tost=tost.pvalue, p_tost_holm=p_tost_holm,
+        equivalence_ci=Interval(test.diff_mean - half, test.diff_mean + half),
+        p_b_better=post.p_b_better, p_equivalent=post.p_equivalent, p_a_better=post.p_a_better,
+        fold_wins=wins.wins, n_splits=d.size, n_folds=k,
+        detectable_diff=_detectable(std, k, ctx.n_repeats, *power[2:]),
+        detectable_limit=_detectable(std, k, math.inf, *power[2:]),
+        repeats_for_observed=_repeats_needed(*power, obs) if obs > 0 else None,
+        repeats_for_rope=_repeats_needed(*power, ctx.rope) if ctx.rope > 0 else None,
+    )  # fmt: skip
+    plain = {**values, "statistic": _plain(test.statistic)}
+    sentence = pair_sentence(plain, reason=reason, n_networks=len(ctx.data))
+    return PairComparison(**values, sentence=sentence, headline=headline(plain))
+
+
+def _choose(a, b, summaries, ctx: _Context) -> tuple[str, str, str]:
+    """(chosen, criterion, reason) by the lower-uncertainty rule; see :func:`compare`."""
     unc = ctx.uncertainty
     sign = -1.0 if ctx.higher else 1.0  # smaller sign * mean is better
     rules = [  # (criterion, value of a, value of b, shown in points)
@@ -361,16 +421,15 @@ def _decide(a, b, diff, p_holm, summaries, ctx: _Context) -> tuple[str, str, str
          sign * summaries[a].mean, sign * summaries[b].mean, ctx.percent),
     ]  # fmt: skip
     for criterion, va, vb, points in rules:
-        if va is None or vb is None or abs(va - vb) <= _TIE:
+        if va is None or vb is None or _tied(va, vb):
             continue
         chosen, vc, vo = (a, va, vb) if va < vb else (b, vb, va)
         if criterion.endswith(ctx.metric):
             vc, vo = sign * vc, sign * vo
         unit = " points" if points else ""
         values = f"{_unsigned(vc, points)} vs {_unsigned(vo, points)}{unit}"
-        reason = f"which has the {criterion} ({values})"
-        return "difference not established", chosen, criterion, reason
-    return "difference not established", a, "first listed", "listed first (all criteria tie)"
+        return chosen, criterion, f"which has the {criterion} ({values})"
+    return a, "first listed", "listed first (all criteria tie)"
 
 
 def _overall(names, pairs, summaries, ctx: _Context) -> tuple[str, str]:
@@ -384,37 +443,7 @@ def _overall(names, pairs, summaries, ctx: _Context) -> tuple[str, str]:
     sentence = (
         f"{best} is chosen on {ctx.metric}: preferred in {wins[best]} of {len(names) - 1} "
         f"pairwise comparisons (corrected t-tests, Holm-adjusted, α = {ctx.alpha:g}); mean "
-        f"{_unsigned(s.mean, ctx.percent)}{unit} ({ctx.level * 100:g}% CI "
+        f"{_unsigned(s.mean, ctx.percent)}{unit} ({ctx.level * 100:g}% CI, corrected, "
         f"{_unsigned(s.ci_low, ctx.percent)} to {_unsigned(s.ci_high, ctx.percent)}{unit})."
     )
     return best, sentence
-
-
-# Text: percentage points for metrics in [0, 1] (accuracy, ECE), else the metric's units.
-
-
-def _num(x: float, fmt: str) -> str:
-    return format(x, fmt).replace("-", "−")  # typographic minus
-
-
-def _decimals(*values: float) -> int:
-    """Decimal places that show the largest finite ``|value|`` with 3 significant digits."""
-    big = float(f"{max((abs(v) for v in values if math.isfinite(v)), default=0.0):.3g}")
-    return 3 if big == 0 else min(12, max(0, 2 - math.floor(math.log10(big))))
-
-
-def _signed(x: float, points: bool, places: int, unit: bool = True) -> str:
-    if points:
-        return _num(x * 100, f"+.{places}f") + (" points" if unit else "")
-    return _num(x, f"+.{places}f")
-
-
-def _unsigned(x: float, points: bool) -> str:
-    return _num(x * 100, ".1f") if points else _num(x, ".3g")
-
-
-def _p(p: float) -> str:
-    """``"= 0.59"``, ``"= 0.004"`` or ``"< 0.001"``."""
-    if p < 0.001:
-        return "< 0.001"
-    return f"= {p:.3f}" if p < 0.1 else f"= {p:.2f}"

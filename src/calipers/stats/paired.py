@@ -1,4 +1,4 @@
-"""Paired tests of two networks scored on the same folds: corrected t, McNemar, P(B > A), Holm.
+"""Paired tests of two networks scored on the same folds: corrected t, McNemar, fold win rate, Holm.
 
 Scores come per fold: ``J = n_folds * n_repeats`` values per network, where value ``j`` of every
 network was measured on the same test fold ``j``. Differences are always ``B - A`` (the second
@@ -9,7 +9,23 @@ these tests.
 Cross-validation folds share most of their training data, so fold scores are correlated and the
 plain paired t-test is anti-conservative. Nadeau & Bengio [1]_ inflate the variance of the mean
 difference from ``var(d)/J`` to ``(1/J + n_test/n_train) * var(d)``; calipers reports only this
-corrected test (``test_train_ratio = 0`` gives the plain paired t, for checking).
+corrected test (``test_train_ratio = 0`` gives the plain paired t, for checking). The same
+factor widens the interval of one network's mean (:func:`describe_scores`).
+
+# NOTE [Bounded intervals]
+Scores bounded on both sides (accuracy, ECE, Dice in [0, 1]; Brier in [0, 2]) get their interval
+on the logit scale, so it lies inside the bounds by construction instead of being clipped:
+``x = (s - low) / (high - low)`` is moved off the bounds by the empirical-logit shift
+``x' = (x * n + 1/2) / (n + 1)`` (n = test samples per fold, 10 000 when unknown), ``z = logit x'``,
+the corrected t interval ``mean(z) ± t_{J-1} sqrt((1/J + r) var(z))`` is computed and mapped back.
+The interval is then asymmetric about the mean where the scores crowd a bound (a mean accuracy
+of 99 % cannot have an upper limit above 100 %); the reported mean stays the plain mean of the
+scores. Scores that are all equal give the interval ``[mean, mean]``.
+
+# NOTE [Relative ties]
+Two values are tied when ``|x - y| <= 1e-12 * max(|x|, |y|)`` (scaled to the scores compared),
+so the verdict's ties, the win rate's ties and the constant-difference case of the t-test all
+use one relative tolerance, whatever the metric's units.
 
 References
 ----------
@@ -29,7 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
+from scipy import special, stats
 
 from calipers._checks import _check_finite, _check_positive_int, _look_up_option
 from calipers.exceptions import FoldMismatchError
@@ -38,17 +54,19 @@ __all__ = [
     "Interval",
     "McNemarResult",
     "PairedResult",
-    "ProbabilityResult",
     "ScoreSummary",
+    "WinRate",
     "corrected_ttest",
     "describe_scores",
+    "fold_win_rate",
     "holm",
     "mcnemar_test",
-    "prob_b_better",
 ]
 
 _ALTERNATIVES = ("two-sided", "less", "greater")
 _EXACT_BELOW = 25  # McNemar: exact binomial test when b + c < 25
+_RTOL = 1e-12  # NOTE [Relative ties]
+_UNKNOWN_N_TEST = 10_000  # NOTE [Bounded intervals]
 
 
 class Interval(NamedTuple):
@@ -56,6 +74,16 @@ class Interval(NamedTuple):
 
     low: float
     high: float
+
+
+def _tied(x: float, y: float) -> bool:
+    """Equal up to rounding (NOTE [Relative ties])."""
+    return abs(x - y) <= _RTOL * max(abs(x), abs(y))
+
+
+def _is_zero(value: float, *arrays: np.ndarray) -> bool:
+    """``|value|`` is rounding noise relative to the largest ``|score|`` (NOTE [Relative ties])."""
+    return abs(value) <= _RTOL * max(float(np.abs(x).max()) for x in arrays)
 
 
 def _plain(x: float | None) -> float | None:
@@ -120,28 +148,54 @@ def _ratio_iv(value: float) -> float:
 
 @dataclass(frozen=True)
 class ScoreSummary:
-    """Mean, spread and t confidence interval of one network's fold scores (metric units)."""
+    """Mean, spread and corrected confidence interval of one network's fold scores.
+
+    ``ci_low``/``ci_high`` account for overlapping training sets (NOTE [Corrected resampled t])
+    and, for bounded metrics, respect the bounds (NOTE [Bounded intervals]); ``ci_naive`` is
+    the textbook ``mean ± t_{J-1} std / sqrt(J)``, kept only for reference: it treats the folds
+    as independent and is too narrow.
+    """
 
     mean: float
     std: float  # sample std, ddof = 1
-    ci_low: float  # mean - t_{J-1} * std / sqrt(J)
+    ci_low: float
     ci_high: float
     n: int  # J, the number of fold scores
     folds: tuple[float, ...]
+    ci_naive: tuple[float, float] = (math.nan, math.nan)
+    method: str = "t"  # "corrected t", "corrected t on the logit scale", or "t" (ratio 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{mean, std, ci_low, ci_high, folds}`` as plain floats (design §3)."""
+        """``{mean, std, ci_low, ci_high, folds, ci_method, ci_naive}`` as plain floats."""
         out = {k: getattr(self, k) for k in ("mean", "std", "ci_low", "ci_high")}
-        return {**out, "folds": list(self.folds)}
+        return {**out, "folds": list(self.folds), "ci_method": self.method,
+                "ci_naive": [_plain(v) for v in self.ci_naive]}
 
 
-def describe_scores(scores: ArrayLike, *, confidence_level: float = 0.95) -> ScoreSummary:
-    """Summarise fold scores: mean, std (ddof=1) and ``mean ± t_{J-1} · std / √J``.
+def describe_scores(
+    scores: ArrayLike,
+    *,
+    test_train_ratio: float,
+    bounds: tuple[float, float] | None = None,
+    n_test: int | None = None,
+    confidence_level: float = 0.95,
+) -> ScoreSummary:
+    """Summarise fold scores: mean, std (ddof=1) and a corrected confidence interval.
+
+    The interval is ``mean ± t_{J-1} · sqrt((1/J + n_test/n_train) · std²)``, the variance the
+    corrected paired test uses (NOTE [Corrected resampled t]); with ``bounds`` it is computed
+    on the logit scale and stays inside them (NOTE [Bounded intervals]).
 
     Parameters
     ----------
     scores : array-like of float, shape (J,)
         One score per fold (``J >= 2``).
+    test_train_ratio : float
+        ``n_test / n_train`` of one fold, ``1/(k-1)`` for k-fold CV; 0 gives the naive t interval.
+    bounds : (float, float) or None, default None
+        ``(low, high)`` of a metric bounded on both sides, e.g. ``(0, 1)`` for accuracy.
+    n_test : int or None, default None
+        Test samples per fold, for the empirical-logit shift off the bounds (10 000 if None).
     confidence_level : float, default 0.95
 
     Returns
@@ -149,13 +203,47 @@ def describe_scores(scores: ArrayLike, *, confidence_level: float = 0.95) -> Sco
     ScoreSummary
     """
     s = _scores_iv(scores, name="scores")
-    return _describe(s, _level_iv(confidence_level))
+    ratio = _ratio_iv(test_train_ratio)
+    if bounds is not None:
+        lo, hi = (float(v) for v in bounds)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds must be (low, high) with low < high; got {bounds!r}.")
+        slack = 1e-9 * (hi - lo)  # rounding of a score computed at a bound
+        if s.min() < lo - slack or s.max() > hi + slack:
+            raise ValueError(f"scores must lie within bounds {bounds}; got values from "
+                             f"{s.min():.6g} to {s.max():.6g}.")  # fmt: skip
+        s, bounds = np.clip(s, lo, hi), (lo, hi)
+    if n_test is not None:
+        n_test = _check_positive_int(n_test, name="n_test")
+    return _describe(s, _level_iv(confidence_level), ratio, bounds, n_test)
 
 
-def _describe(s: np.ndarray, level: float) -> ScoreSummary:
+def _t_interval(x: np.ndarray, level: float, ratio: float) -> tuple[float, float]:
+    n = x.size
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(
+        (1.0 / n + ratio) * float(x.var(ddof=1)))
+    return float(x.mean()) - half, float(x.mean()) + half
+
+
+def _describe(s: np.ndarray, level: float, ratio: float = 0.0,
+              bounds: tuple[float, float] | None = None, n_test: int | None = None
+              ) -> ScoreSummary:  # fmt: skip
     mean, std, n = float(s.mean()), float(s.std(ddof=1)), s.size
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
-    return ScoreSummary(mean, std, mean - half, mean + half, n, tuple(float(v) for v in s))
+    naive = _t_interval(s, level, 0.0)
+    method = "corrected t" if ratio > 0 else "t"
+    if _is_zero(std, s):  # all scores equal (to rounding)
+        low, high = mean, mean
+    elif bounds is None:
+        low, high = _t_interval(s, level, ratio)
+    else:  # NOTE [Bounded intervals]
+        lo, hi = bounds
+        m = n_test or _UNKNOWN_N_TEST
+        x = ((s - lo) / (hi - lo) * m + 0.5) / (m + 1)
+        zl, zh = _t_interval(np.log(x / (1 - x)), level, ratio)
+        low, high = (lo + (hi - lo) * float(special.expit(v)) for v in (zl, zh))
+        method += " on the logit scale"
+    folds = tuple(float(v) for v in s)
+    return ScoreSummary(mean, std, low, high, n, folds, naive, method)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,9 +332,8 @@ def _corrected_t(a: np.ndarray, b: np.ndarray, ratio: float, alternative: str) -
     n, df = d.size, d.size - 1
     mean = float(d.mean())
     se = math.sqrt((1.0 / n + ratio) * float(d.var(ddof=1)))
-    rounding = 1e-12 * float(max(np.abs(a).max(), np.abs(b).max()))
-    if se <= rounding:  # constant d: differences of scores agree to rounding (see Notes)
-        if abs(mean) <= rounding:
+    if _is_zero(se, a, b):  # constant d: differences of scores agree to rounding (see Notes)
+        if _is_zero(mean, a, b):
             return PairedResult(0.0, math.nan, 1.0, df, alternative, 0.0)
         se, t = 0.0, math.copysign(math.inf, mean)
     else:
@@ -328,70 +415,48 @@ def _mcnemar(ca: np.ndarray, cb: np.ndarray) -> McNemarResult:
 
 
 @dataclass(frozen=True)
-class ProbabilityResult:
-    """P(B beats A) over paired folds, with a percentile-bootstrap interval."""
+class WinRate:
+    """Share of folds on which B scored better than A: a description of the folds, not a
+    probability that B is the better network (that is :func:`~calipers.stats.posterior.
+    correlated_posterior`'s ``p_b_better``)."""
 
-    estimate: float  # fraction of folds where B beats A; ties count 1/2
-    ci_low: float
-    ci_high: float
+    wins: float  # folds B won; a tie counts 1/2 (NOTE [Relative ties])
     n: int  # J
-    n_bootstrap: int
-    confidence_level: float
+    rate: float  # wins / n
 
     def to_dict(self) -> dict[str, Any]:
         """Plain fields."""
         return asdict(self)
 
 
-def prob_b_better(
-    scores_a: ArrayLike,
-    scores_b: ArrayLike,
-    *,
-    higher_is_better: bool = True,
-    n_bootstrap: int = 10000,
-    confidence_level: float = 0.95,
-    seed: int = 0,
-) -> ProbabilityResult:
-    """Probability that B beats A on a fold, and its percentile-bootstrap CI over folds.
+def fold_win_rate(
+    scores_a: ArrayLike, scores_b: ArrayLike, *, higher_is_better: bool = True
+) -> WinRate:
+    """How many of the J paired folds B won ("B won 7 of 10 folds").
 
     Parameters
     ----------
     scores_a, scores_b : array-like of float, shape (J,)
     higher_is_better : bool, default True
         Direction of the metric (False for losses such as NLL).
-    n_bootstrap : int, default 10000
-        Resamples of the J folds (with replacement). Memory O(min(n_bootstrap·J, 2**20)).
-    confidence_level : float, default 0.95
-    seed : int, default 0
-        Seeds ``np.random.default_rng``; same seed, same interval.
 
     Returns
     -------
-    ProbabilityResult
-        ``estimate = mean_j w_j``, ``w_j = 1`` if B beats A on fold j, ``1/2`` on a tie
-        (``|b - a| <= 1e-12 · max(|a|, |b|)``), else 0.
+    WinRate
+        ``wins = sum_j w_j``, ``w_j = 1`` if B beats A on fold j, ``1/2`` on a tie
+        (``|b - a| <= 1e-12 · max(|a|, |b|)``), else 0. Folds overlap, so the rate is not an
+        independent-trials proportion; it is reported without an interval.
     """
     a, b = _pair_iv(scores_a, scores_b, ("scores_a", "scores_b"))
     if not isinstance(higher_is_better, (bool, np.bool_)):
         raise TypeError(f"higher_is_better must be True or False; got {higher_is_better!r}.")
-    n_boot = _check_positive_int(n_bootstrap, name="n_bootstrap", fix="10000 is the default.")
-    level = _level_iv(confidence_level)
-    seed = _check_positive_int(seed, name="seed", minimum=0)
-    return _prob_b_better(a, b, bool(higher_is_better), n_boot, level, seed)
+    return _win_rate(a, b, bool(higher_is_better))
 
 
-def _prob_b_better(a, b, higher: bool, n_boot: int, level: float, seed: int) -> ProbabilityResult:
-    tie = np.abs(b - a) <= 1e-12 * np.maximum(np.abs(a), np.abs(b))
+def _win_rate(a: np.ndarray, b: np.ndarray, higher: bool) -> WinRate:
+    tie = np.abs(b - a) <= _RTOL * np.maximum(np.abs(a), np.abs(b))
     wins = np.where(tie, 0.5, ((b > a) if higher else (b < a)).astype(np.float64))
-    rng = np.random.default_rng(seed)
-    n = wins.size
-    boot = np.empty(n_boot)
-    chunk = max(1, 2**20 // n)
-    for start in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - start)
-        boot[start : start + k] = wins[rng.integers(0, n, size=(k, n))].mean(axis=1)
-    low, high = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
-    return ProbabilityResult(float(wins.mean()), float(low), float(high), n, n_boot, level)
+    return WinRate(float(wins.sum()), wins.size, float(wins.mean()))
 
 
 def holm(pvalues: ArrayLike) -> np.ndarray:
