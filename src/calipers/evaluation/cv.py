@@ -215,13 +215,15 @@ def cross_validate(
     run_dir: str | Path | None = None,
     progress: CVProgress | None = None,
     fold_fn: Callable[..., FoldResult] | None = None,
+    executor: Any = None,
 ) -> CVResult:
     """Train and evaluate every network on every split of ``folds`` (the same for all).
 
     With ``run_dir``, each finished fold is saved (predictions, weights, metrics; atomically)
     and folds already saved there are loaded instead of recomputed, so an interrupted run resumes.
     ``fold_fn(spec, data, progress=...)`` is the fold task, :func:`run_fold` by default
-    (segmentation passes its own).
+    (segmentation passes its own). ``executor`` (:mod:`calipers.executors`; needs ``run_dir``)
+    runs the unfinished folds as tasks first, which the loop below then reads back.
     """
     fold_fn = fold_fn or run_fold
     if folds.n_samples != data.n_samples:
@@ -232,6 +234,10 @@ def cross_validate(
     run_path = Path(run_dir) if run_dir is not None else None
     t0 = time.perf_counter()
     results: dict[str, list[FoldResult]] = {name: [] for name in networks}
+    if executor is not None:
+        _run_fold_tasks(executor, data, networks, folds, run_path, fold_fn,
+                        FoldSpec("", NetworkSpec(""), 0, np.empty(0), np.empty(0), seed, options,
+                                 n_mc, tau))
     for name, net in networks.items():
         for j, (tr, te) in enumerate(folds):
             if run_path is not None and fold_done(run_path, name, j):
@@ -249,3 +255,38 @@ def cross_validate(
     return CVResult(folds, data.task, {k: tuple(v) for k, v in results.items()},
                     time.perf_counter() - t0)
 
+
+
+def fold_task(spec: FoldSpec, data: Dataset, run_dir: str, fold_fn: Callable[..., FoldResult],
+              deterministic: bool = False) -> None:
+    """The task of one fold (:class:`calipers.experiment.tasks.Task`): train, predict, save into
+    ``run_dir`` (``metrics.json`` last). ``deterministic`` switches on the determinism flags in
+    the worker as the parent had them (NOTE [What determinism covers])."""
+    from calipers.repro.determinism import deterministic as _det
+
+    with _det(spec.seed, enabled=deterministic):
+        res = fold_fn(spec, data, progress=None)
+    _save_fold(Path(run_dir), res, spec)
+
+
+def _run_fold_tasks(executor: Any, data: Dataset, networks: Mapping[str, NetworkSpec],
+                    folds: Folds, run_path: Path | None, fold_fn: Callable[..., FoldResult],
+                    proto: FoldSpec) -> None:
+    """Run every unfinished fold as a task through ``executor`` (results land in the run
+    folder: the same files whatever the executor)."""
+    from dataclasses import replace
+
+    from calipers.experiment.tasks import Task
+
+    if run_path is None:
+        raise ValueError("an executor writes its folds into the run folder; pass run_dir.")
+    det = torch.are_deterministic_algorithms_enabled()
+    tasks = []
+    for name, net in networks.items():
+        for j, (tr, te) in enumerate(folds):
+            spec = replace(proto, network=name, spec=net, split=j, train=tr, test=te)
+            marker = fold_dir(run_path, name, j) / "metrics.json"
+            tasks.append(Task(f"{name}/fold-{j:02d}", fold_task,
+                              {"spec": spec, "data": data, "run_dir": str(run_path),
+                               "fold_fn": fold_fn, "deterministic": det}, marker))
+    executor.map([t for t in tasks if not t.done()])

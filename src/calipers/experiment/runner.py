@@ -88,6 +88,7 @@ def run_experiment(
     *,
     progress: CVProgress | None = None,
     report: bool = True,
+    executor=None,
 ) -> ExperimentResult:
     """Cross-validate every network of ``config`` on the same folds and write the run folder.
 
@@ -97,12 +98,14 @@ def run_experiment(
     false`` trains them one by one, same numbers); other networks fold by fold.
     Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results, ``metrics.csv``,
     ``summary.json`` and (``report=True``) ``report.html`` — every file atomically.
+    ``executor`` (:mod:`calipers.executors`) runs the fold-by-fold networks' folds as tasks.
     """
     run_dir = Path(run_dir)
     if config.data.task == "segmentation":
         from calipers.segmentation.experiment import run_segmentation_experiment
 
-        return run_segmentation_experiment(config, run_dir, progress=progress, report=report)
+        return run_segmentation_experiment(config, run_dir, progress=progress, report=report,
+                                           executor=executor)
     d = config.data
     data = load_dataset(d.kind, path=d.path, task=d.task, target=d.target, group=d.group)
     if config.cv.splits is not None:
@@ -143,7 +146,7 @@ def run_experiment(
             parts.append(cross_validate(data, sequential, folds, options=options,
                                         n_mc=config.mc.samples, tau=config.mc.tau,
                                         seed=config.cv.seed, run_dir=run_dir,
-                                        progress=progress))
+                                        progress=progress, executor=executor))
     results = {n: r for part in parts for n, r in part.results.items()}
     cv = CVResult(folds, data.task, {n: results[n] for n in networks},
                   sum(part.seconds for part in parts))

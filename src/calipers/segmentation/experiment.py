@@ -141,6 +141,7 @@ def run_segmentation_experiment(
     *,
     progress: CVProgress | None = None,
     report: bool = True,
+    executor=None,
 ) -> ExperimentResult:
     """Cross-validate every network of ``config`` on the same folds of a segmentation data set.
 
@@ -173,5 +174,5 @@ def run_segmentation_experiment(
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
         cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
                             seed=config.cv.seed, run_dir=run_dir, progress=progress,
-                            fold_fn=run_segmentation_fold)
+                            fold_fn=run_segmentation_fold, executor=executor)
     return finish_run(config, run_dir, cv, report=report)
