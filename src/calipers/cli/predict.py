@@ -27,6 +27,12 @@ def predict(
     roi: str | None = typer.Option(None, "--roi", help="Sliding-window size, e.g. 48,64,48 "
                                    "(for images larger than the training shape)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+    executor: str | None = typer.Option(None, "--executor", help="serial, local[:N] or slurm: "
+                                        "segment chunks of the files as tasks."),
+    chunks: int | None = typer.Option(None, "--chunks", help="Tasks to split the files into "
+                                      "(default: the executor's workers; slurm: 1)."),
+    detach: bool = typer.Option(False, "--detach", help="With slurm: return after submission; "
+                                "follow with calipers status --out, rerun to finish."),
 ) -> None:
     """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out).
 
@@ -36,27 +42,34 @@ def predict(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from calipers.cli._executor import executor_errors, make_executor
     from calipers.exceptions import DataError
     from calipers.segmentation.predict import load_predictor, predict_folder
 
     err = Console(stderr=True, soft_wrap=True)
     try:
+        ex, spec = make_executor(None, executor, detach=detach, run_dir=out_dir / ".calipers",
+                                 chunks=chunks, show_progress=not quiet,
+                                 binds=(in_dir, model if model.is_dir() else model.parent, out_dir))
+        quiet = quiet or (ex is not None and spec.kind != "serial")
         try:
             roi_size = None if roi is None else tuple(int(v) for v in roi.split(","))
         except ValueError:
             raise ValueError(f"--roi must be sizes separated by commas, e.g. 48,64,48; got "
                              f"{roi!r}.") from None
         pred = load_predictor(model, network=network, device=device)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, disable=quiet) as bar:
+        with executor_errors(err), Progress(TextColumn("{task.description}"), BarColumn(),
+                                            MofNCompleteColumn(), console=err,
+                                            disable=quiet) as bar:
             task = bar.add_task("segmenting", total=None)
 
             def step(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=name)
 
-            res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
-                                 progress=step, roi_size=roi_size)
-    except (ValueError, FileNotFoundError, DataError) as exc:
+            res = predict_folder(pred if ex is None else model, in_dir, out_dir, n_mc=mc,
+                                 seed=seed, device=device, progress=step, roi_size=roi_size,
+                                 network=network, executor=ex, n_chunks=spec.chunks)
+    except (ValueError, FileNotFoundError, DataError, ImportError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     for name, why in res.failed:

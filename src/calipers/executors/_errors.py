@@ -32,7 +32,7 @@ class TasksFailed(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-class Detached(Exception):  # noqa: N818 - not an error: the control flow of --detach
+class Detached(Exception):
     """Raised by an executor with ``detach=True`` once every task is submitted."""
 
     def __init__(self, run_dir: Path | None, job_ids: list[str]) -> None:

@@ -67,7 +67,7 @@ def _init_worker(slots: Any, gpus: list[str], threads: int) -> None:
 def _run_task(task: Task, log: str | None) -> Any:
     """Run one task in a worker; its output goes to ``log`` (appended), errors come back as
     text."""
-    sink = open(log, "a", encoding="utf-8") if log else open(os.devnull, "w")  # noqa: SIM115
+    sink = open(log, "a", encoding="utf-8") if log else open(os.devnull, "w")
     with sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         try:
             return task.run()

@@ -37,8 +37,9 @@ def _submitit():
     try:
         import submitit
     except ImportError:
-        raise ImportError(f"--executor slurm needs submitit, which is not installed; install the "
-                          f"extra: pip install '{_SLURM_EXTRA}' (or pip install submitit).") from None
+        raise ImportError(f"--executor slurm needs submitit, which is not installed; install "
+                          f"the extra: pip install '{_SLURM_EXTRA}' (or: pip install submitit)."
+                          ) from None
     return submitit
 
 

@@ -12,6 +12,7 @@ on the CPU with one thread per worker.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -42,7 +43,7 @@ def chunk_ranges(n_perm: int, engine: int, n_chunks: int) -> list[tuple[int, int
     (some ranges are empty when there are fewer engine chunks than ``n_chunks``)."""
     m = -(-n_perm // engine)
     cuts = [min(n_perm, engine * round(c * m / n_chunks)) for c in range(n_chunks + 1)]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
+    return list(itertools.pairwise(cuts))
 
 
 def permutation_chunk(preps: Sequence[PreparedContrast], relabellings: Sequence[Relabellings],

@@ -210,6 +210,9 @@ def permute_images(
     tfce_E: float = 0.5,
     tfce_connectivity: int = 6,
     progress: Callable[[int, int], None] | None = None,
+    executor=None,
+    n_chunks: int | None = None,
+    work_dir=None,
 ) -> PermuteOutputs:
     """randomise on NIfTI files: load, mask, test, write randomise-named images + summary.
 
@@ -218,7 +221,8 @@ def permute_images(
     files (``.mat .con .fts .grp``), CSV files or arrays. ``one_sample`` (``-1``) ignores the
     design and tests the mean by sign flipping. ``vox_corrp`` (``-x``) writes voxelwise
     max-statistic FWE images; TFCE and cluster FWE images are written whenever requested.
-    See :func:`calipers.permutation.permutation_test` for the statistics.
+    See :func:`calipers.permutation.permutation_test` for the statistics (and ``executor``,
+    ``n_chunks``, ``work_dir``: permutations in chunk tasks).
 
     Returns
     -------
@@ -249,6 +253,9 @@ def permute_images(
         tfce_E=tfce_E,
         connectivity=tfce_connectivity,
         progress=progress,
+        executor=executor,
+        n_chunks=n_chunks,
+        work_dir=work_dir,
     )
     images = _output_images(result, vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp)
     summary = _summary(result, names, keep, n_nan, logp, time.perf_counter() - start)
