@@ -3,7 +3,8 @@
 One worker per visible GPU (each sees only its own: ``CUDA_VISIBLE_DEVICES``), or N CPU workers
 with the machine's threads split between them (OMP/MKL/numba/torch threads set in the worker
 before the task runs). A failed task is run again up to ``retries`` times; a worker that dies
-(killed, out of memory) breaks the pool, which is rebuilt and its unfinished tasks retried.
+(killed, out of memory) breaks the pool, which is rebuilt and the tasks it held run again (once
+even with ``retries = 0``: all but one were bystanders).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -56,12 +58,9 @@ def _init_worker(slots: Any, gpus: list[str], threads: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
-        torch.set_num_interop_threads(1)
+        os.environ[var] = str(threads)  # read by torch, numpy's BLAS and numba at import
+    if "torch" in sys.modules:  # imported already (it usually is not): set it directly
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _run_task(task: Task, log: str | None) -> Any:
@@ -109,6 +108,19 @@ class LocalExecutor:
         self.threads = int(threads or max(1, (os.cpu_count() or 1) // self.workers))
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.show_progress = show_progress
+        self._live: ProcessPoolExecutor | None = None  # kept between map() calls
+
+    def close(self) -> None:
+        """Stop the worker processes (they are also stopped when Python exits)."""
+        if self._live is not None:
+            self._live.shutdown(wait=True, cancel_futures=True)
+            self._live = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _log(self, task: Task) -> Path | None:
         if self.run_dir is None:
@@ -116,13 +128,17 @@ class LocalExecutor:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         return self.run_dir / "logs" / f"{safe_key(task.key)}.log"
 
-    def _pool(self, n: int) -> ProcessPoolExecutor:
-        ctx = mp.get_context("spawn")
-        slots = ctx.Queue()
-        for i in range(n):
-            slots.put(i)
-        return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(slots, self.gpus, self.threads))
+    def _pool(self) -> ProcessPoolExecutor:
+        """The worker pool, started on first use and kept (workers start in seconds)."""
+        if self._live is None:
+            ctx = mp.get_context("spawn")
+            slots = ctx.Queue()
+            for i in range(self.workers):
+                slots.put(i)
+            self._live = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                             initializer=_init_worker,
+                                             initargs=(slots, self.gpus, self.threads))
+        return self._live
 
     def map(self, tasks: Sequence[Task], *,
             on_done: Callable[[Task, Any], None] | None = None) -> list[Any]:
@@ -148,49 +164,64 @@ class LocalExecutor:
     def _round(self, tasks, pending, attempts, results, failures, rec, progress, on_done):
         """Run ``pending`` in one pool; returns the tasks to run again (after a broken pool)."""
         again: list[int] = []
-        with self._pool(min(self.workers, len(pending))) as pool:
-            futures: dict[Future, int] = {}
+        pool = self._pool()
+        futures: dict[Future, int] = {}
 
-            def submit(i: int) -> None:
-                attempts[i] += 1
-                log = self._log(tasks[i])
-                futures[pool.submit(_run_task, tasks[i], None if log is None else str(log))] = i
-                rec.set(tasks[i].key, state="running", attempts=attempts[i],
-                        log=None if log is None else str(log))
-                progress.update(tasks[i].key, "running")
+        def submit(i: int) -> None:
+            attempts[i] += 1
+            log = self._log(tasks[i])
+            futures[pool.submit(_run_task, tasks[i], None if log is None else str(log))] = i
+            rec.set(tasks[i].key, attempts=attempts[i], log=None if log is None else str(log))
+            promote()
 
-            for i in pending:
-                submit(i)
+        def promote() -> None:
+            """The pool runs tasks in submission order: the first ``workers`` are running."""
+            for k, j in enumerate(futures.values()):
+                state = "running" if k < self.workers else "queued"
+                if progress.state.get(tasks[j].key) != state:
+                    rec.set(tasks[j].key, state=state)
+                    progress.update(tasks[j].key, state)
+
+        for i in pending:
+            submit(i)
+        rec.save()
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                i = futures.pop(fut)
+                task = tasks[i]
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    # a worker died (killed, out of memory) and took the pool down: every
+                    # task in flight is run again in a new pool, once even with retries = 0
+                    # (most were innocent bystanders)
+                    if attempts[i] <= max(self.retries, 1):
+                        again.append(i)
+                        progress.update(task.key, "retry", "worker process died")
+                    else:
+                        failures[i] = self._failure(task, "worker process died (killed "
+                                                    "or out of memory)", attempts[i])
+                        rec.set(task.key, state="failed", error="worker process died")
+                        progress.update(task.key, "failed", "worker process died")
+                    continue
+                except _RemoteError as exc:
+                    if attempts[i] <= self.retries:
+                        progress.update(task.key, "retry", exc.text.strip().splitlines()[-1])
+                        submit(i)
+                    else:
+                        failures[i] = self._failure(task, exc.text, attempts[i])
+                        rec.set(task.key, state="failed", error=exc.text[-2000:])
+                        progress.update(task.key, "failed", exc.text.strip().splitlines()[-1])
+                    continue
+                rec.set(task.key, state="done")
+                progress.update(task.key, "done")
+                if on_done is not None:
+                    on_done(task, results[i])
+            promote()
             rec.save()
-            while futures:
-                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    i = futures.pop(fut)
-                    task = tasks[i]
-                    try:
-                        results[i] = fut.result()
-                    except BrokenProcessPool:
-                        again.append(i)  # a worker died: rebuild the pool, count an attempt
-                        if attempts[i] > self.retries:
-                            failures[i] = self._failure(task, "worker process died "
-                                                        "(killed or out of memory)", attempts[i])
-                            again.remove(i)
-                            progress.update(task.key, "failed", "worker process died")
-                        continue
-                    except _RemoteError as exc:
-                        if attempts[i] <= self.retries:
-                            progress.update(task.key, "retry", exc.text.strip().splitlines()[-1])
-                            submit(i)
-                        else:
-                            failures[i] = self._failure(task, exc.text, attempts[i])
-                            rec.set(task.key, state="failed", error=exc.text[-2000:])
-                            progress.update(task.key, "failed", exc.text.strip().splitlines()[-1])
-                        continue
-                    rec.set(task.key, state="done")
-                    progress.update(task.key, "done")
-                    if on_done is not None:
-                        on_done(task, results[i])
-                rec.save()
+        if again:  # the pool broke: start a new one for the next round
+            self.close()
         return sorted(again)
 
     def _failure(self, task: Task, text: str, attempts: int) -> TaskFailure:
