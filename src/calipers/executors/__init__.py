@@ -143,7 +143,11 @@ def get_executor(spec: str | Mapping[str, Any] | ExecutorSpec | None = None, *,
     """
     s = ExecutorSpec.parse(spec)
     if s.kind == "serial":
-        return SerialExecutor()
+        if run_dir is None:
+            return SerialExecutor()
+        from calipers.executors.serial import RecordedSerialExecutor
+
+        return RecordedSerialExecutor(run_dir)
     if s.kind == "local":
         return LocalExecutor(s.workers, retries=s.retries, threads=s.threads, run_dir=run_dir,
                              show_progress=show_progress)
