@@ -228,8 +228,10 @@ class SlurmExecutor:
         submitit = _submitit()
         try:
             jobs = self._ex.map_array(_Call(), [tasks[i] for i in which])
-        except submitit.core.utils.FailedSubmissionError as exc:
-            raise ValueError(f"SLURM rejected the job array: {exc}".strip()) from None
+        except (submitit.core.utils.FailedJobError,
+                submitit.core.utils.FailedSubmissionError) as exc:
+            raise ValueError(f"SLURM rejected the job array ({self.folder}): {exc}".strip()
+                             ) from None
         out = {}
         for i, job in zip(which, jobs, strict=True):
             attempts[i] += 1
