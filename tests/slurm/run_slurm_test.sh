@@ -126,9 +126,13 @@ $CAL status "$W/cv-slurm"
 echo "== cv --detach, calipers status while queued, rerun to combine"
 $CAL cv "$W/exp.toml" --out "$W/cv-detach" --no-report --detach
 $CAL status "$W/cv-detach"
-for _ in $(seq 600); do [ -z "$(squeue -h)" ] && break; sleep 0.5; done
-$CAL status "$W/cv-detach"
+jobs_before=$(grep -o '"job_id": "[0-9_]*"' "$W/cv-detach/executor.json" | sort | tr '\n' ' ')
+# rerun while the jobs are still queued/running: it waits for them, submits nothing new
 $CAL cv "$W/exp.toml" --out "$W/cv-detach" --no-report >/dev/null
+jobs_after=$(grep -o '"job_id": "[0-9_]*"' "$W/cv-detach/executor.json" | sort | tr '\n' ' ')
+[ "$jobs_before" = "$jobs_after" ] && echo "rerun adopted the detached jobs: $jobs_after" || {
+  echo "rerun resubmitted: before $jobs_before after $jobs_after"; exit 1; }
+$CAL status "$W/cv-detach"
 same "$W/cv-serial/summary.json" "$W/cv-detach/summary.json"
 
 echo "== permute: one run, then 3 chunks as a SLURM job array"

@@ -41,6 +41,7 @@ class TaskRecorder:
                 self.data["tasks"] = dict(read_json(self.path).get("tasks", {}))
             except (OSError, ValueError):
                 pass
+        self.previous = {k: dict(v) for k, v in self.data["tasks"].items()}
         for t in tasks:
             self.data["tasks"][t.key] = {"marker": None if t.marker is None else str(t.marker),
                                          "state": "done" if t.done() else "queued",

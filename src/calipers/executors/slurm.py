@@ -81,6 +81,23 @@ def squeue_states(job_ids: Sequence[str]) -> dict[str, str]:
     return {j: states[j] for j in job_ids if j in states}
 
 
+def _outcome(job: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, the task's traceback text) from submitit's result file."""
+    import pickle
+
+    try:
+        with open(job.paths.result_pickle, "rb") as f:
+            outcome, value = pickle.load(f)  # written by submitit for our own job
+    except Exception as exc:  # unreadable: fall back on submitit's own message
+        try:
+            return True, job.result()
+        except Exception as exc2:
+            return False, f"{exc2}\n(result file: {exc})"
+    if outcome == "success":
+        return True, value
+    return False, str(value)
+
+
 class _Call:
     """What a SLURM job runs: one task; checkpointable (NOTE [Requeue and retries])."""
 
@@ -168,7 +185,9 @@ class SlurmExecutor:
         attempts = [0] * len(tasks)
         failures: dict[int, TaskFailure] = {}
         progress = TaskProgress([t.key for t in tasks], enabled=self.show_progress)
-        jobs = self._submit(tasks, list(range(len(tasks))), attempts, rec)
+        jobs = self._adopt(tasks, rec)  # still queued/running from an earlier (detached) session
+        jobs.update(self._submit(tasks, [i for i in range(len(tasks)) if i not in jobs],
+                                 attempts, rec))
         if self.detach:
             rec.save(detached=True)
             raise Detached(self.run_dir, [j.job_id for j in jobs.values()])
@@ -194,12 +213,12 @@ class SlurmExecutor:
                             del jobs[i]
                             continue
                     del jobs[i]
-                    try:
-                        results[i] = job.result()
-                    except Exception as exc:
-                        again += self._failed(i, task, str(exc), job, attempts, failures, rec,
+                    ok, value = _outcome(job)
+                    if not ok:
+                        again += self._failed(i, task, value, job, attempts, failures, rec,
                                               progress)
                         continue
+                    results[i] = value
                     rec.set(task.key, state="done")
                     progress.update(task.key, "done")
                     if on_done is not None:
@@ -224,7 +243,23 @@ class SlurmExecutor:
         progress.update(task.key, "failed", last)
         return []
 
+    def _adopt(self, tasks, rec) -> dict[int, Any]:
+        """Jobs of these tasks that an earlier session submitted and SLURM still holds: wait
+        for them instead of submitting the tasks twice."""
+        old = {k: e.get("job_id") for k, e in rec.previous.items() if e.get("job_id")}
+        live = squeue_states(list(old.values()))
+        out = {}
+        for i, task in enumerate(tasks):
+            job_id = old.get(task.key)
+            if job_id in live:
+                out[i] = _submitit().SlurmJob(folder=self.folder / "%j", job_id=job_id,
+                                              tasks=[0])
+                rec.set(task.key, state="queued", job_id=job_id)
+        return out
+
     def _submit(self, tasks, which: list[int], attempts, rec) -> dict[int, Any]:
+        if not which:
+            return {}
         submitit = _submitit()
         try:
             jobs = self._ex.map_array(_Call(), [tasks[i] for i in which])
