@@ -244,3 +244,29 @@ def test_executor_table_is_validated_and_not_part_of_the_experiment(tmp_path):
     with pytest.raises(ConfigError, match=r"executor.partion: unknown key; did you mean "
                                           r"'partition'"):
         parse_config({**_RAW, "executor": {"partion": "gpu"}})
+
+
+def test_one_worker_per_visible_gpu_each_sees_only_its_own(monkeypatch):
+    import queue
+
+    from calipers.executors.local import _init_worker
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    ex = LocalExecutor(show_progress=False)
+    assert ex.gpus == ["3", "5"] and ex.workers == 2
+    assert ex.threads == max(1, (os.cpu_count() or 1) // 2)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # restored after the test
+    slots = queue.Queue()
+    slots.put(1)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        _init_worker(slots, ex.gpus, 3)  # what the second spawned worker runs first
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5" and os.environ["OMP_NUM_THREADS"] == "3"
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert LocalExecutor(3, show_progress=False).gpus == []
