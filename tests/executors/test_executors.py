@@ -94,6 +94,9 @@ def _interrupted_at_split_2(spec, data, *, progress=None):
 
 def test_serial_and_local_cv_write_identical_results(tmp_path, pool2):
     """A CNN and an MLP, 2 folds: serial in-process vs 2 spawned workers (one thread each)."""
+    import torch
+
+    torch.set_num_threads(1)  # as the workers (bit-identical needs the same thread count)
     cfg = parse_config(_RAW)
     run_experiment(cfg, tmp_path / "serial", report=False)
     ex = get_executor("local:2", run_dir=tmp_path / "local", show_progress=False)
@@ -121,6 +124,9 @@ def test_run_killed_half_way_then_rerun_gives_the_uninterrupted_results(tmp_path
     folds = make_folds(y, n_folds=3, seed=0)
     nets = {"mlp": NetworkSpec("calipers.models:MLP", {"hidden": [8], "dropout": 0.2})}
     kw = {"options": TrainOptions(epochs=2, batch_size=32), "n_mc": 4, "seed": 1}
+    import torch
+
+    torch.set_num_threads(1)  # as the workers
     ref = cross_validate(data, nets, folds, **kw)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):

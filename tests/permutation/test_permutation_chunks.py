@@ -79,6 +79,9 @@ def test_local_workers_and_resume_give_one_runs_p_maps(grid, tmp_path):
     """3 chunks on 2 spawned workers; then one chunk file lost and the run repeated: only that
     chunk is recomputed and the p-maps stay the same."""
     kw = {"n_permutations": 600, "tfce": True, "device": "cpu", "chunk_size": 100, "seed": 1}
+    import torch
+
+    torch.set_num_threads(1)  # as the workers (restored by conftest)
     one = permutation_test(grid, **kw)
     with LocalExecutor(2, threads=1, run_dir=tmp_path, show_progress=False) as ex:
         _assert_same(one, permutation_test(grid, executor=ex, n_chunks=3, work_dir=tmp_path,
