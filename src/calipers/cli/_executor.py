@@ -13,7 +13,7 @@ from rich.markup import escape
 __all__ = ["DETACH_HELP", "EXECUTOR_HELP", "executor_errors", "make_executor"]
 
 EXECUTOR_HELP = ("Where tasks run: serial, local (local:N for N workers) or slurm; overrides "
-                 "the config's [executor] kind.")
+                 "the config's \\[executor] kind.")
 DETACH_HELP = "With slurm: return after submission; follow with calipers status RUN_DIR."
 
 
