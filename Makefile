@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # version; a bare range would pull a multi-GB CUDA build. GPU users: make TORCH=torch.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo demo-quick test validate validate-uci bench lint clean
+.PHONY: venv demo demo-quick test validate validate-uci test-slurm bench lint clean
 
 venv: $(BIN)/.installed
 
@@ -27,12 +27,19 @@ test: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
 validate: venv
+	$(BIN)/python -m pip install -q -e '.[slurm]'
 	$(BIN)/python -m pytest -q -s -m slow $(filter-out validate/test_uci.py,$(wildcard validate/*.py))
 
 # Gal & Ghahramani's UCI table (2018 grid-search protocol, 4000 epochs, T = 10,000); see
 # docs/uci.md. Narrow it with CALIPERS_UCI_DATASETS=yacht,energy or CALIPERS_UCI_EPOCHS=400.
 validate-uci: venv
 	$(BIN)/python -m pytest -q -m slow validate/test_uci.py
+
+# A one-node SLURM cluster on localhost (root; installs slurm-wlm and munge with apt-get when
+# missing): cv and permute through --executor slurm equal the serial results. Also in validate.
+test-slurm: venv
+	$(BIN)/python -m pip install -q -e '.[slurm]'
+	PYTHON=$(BIN)/python tests/slurm/run_slurm_test.sh
 
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -8,6 +8,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh b    # steps 3-4 (about 8 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh c    # step 5 (about 10 min; random bytes stay on the CPU)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh d    # step 6 (about 7 min)
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh e    # step 7 (about 2 min)
 #
 # 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
 # 2. issue 6: batched vs one-by-one vs calipers.evaluation.train.fit training, UCI yacht and kin8nm
@@ -19,6 +20,7 @@
 #    advice); the training loop before/after on digits and on the hippocampus U-Net (NVML
 #    utilisation), the batch-size finder on that U-Net; `calipers bench` at full sizes (the
 #    4,500 x 120 distance matrix and the CG solve must show the GPU ahead); tests/gpu.
+# 7. issue 12: executors on CUDA: cv serial vs --executor local, permutation 1 vs 3 chunks
 set -u
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
@@ -32,6 +34,8 @@ if [ "${1:-a}" = a ]; then
     cp bench/results/seg_mc_cuda.json "$OUT/" 2>/dev/null
     timeout 150 $PY bench/bench_batched.py --device cuda --datasets yacht kin8nm --epochs 20 --repeats 1 \
         --out "$OUT/batched_cuda.json" > "$OUT/batched_cuda.log" 2>&1
+elif [ "${1:-a}" = e ]; then
+    timeout 300 $PY bench/check_executors_gpu.py "$OUT" > "$OUT/executors_gpu.log" 2>&1
 elif [ "${1:-a}" = d ]; then
     $PY -m calipers gpu 2>&1 | tee "$OUT/calipers_gpu.txt"
     timeout 150 $PY -m calipers demo --out "$OUT/demo" > "$OUT/demo_cuda.log" 2>&1

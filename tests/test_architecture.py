@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "calipers"
 
 #: Low to high. A package may import its own layer (without cycles) and the layers below.
 LAYERS: list[set[str]] = [
-    {"exceptions", "_options", "_paths", "_format", "_checks", "_seeds", "_device", "runs", "config"},
+    {"exceptions", "_options", "_paths", "_format", "tasks", "_checks", "_seeds", "_device", "runs", "config"},
     {"models", "data", "repro", "gpu"},
     {"uncertainty"},
     {"evaluation"},

@@ -11,6 +11,9 @@ Keys follow design §3::
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
     [compare]  metric, alpha, a, b, rope (margin of equivalence; points for rates)
     [networks.NAME]  model, args
+    [executor] kind (serial|local|slurm), workers, threads, retries, chunks, partition, time,
+               gpus_per_task, cpus_per_task, mem, account, qos, additional, setup, container,
+               binds, max_parallel (optional; where tasks run, not part of the experiment)
 """
 
 from __future__ import annotations
@@ -122,6 +125,28 @@ class CompareConfig(_Section):
     b: str | None = None
 
 
+class ExecutorConfig(_Section):
+    """Where the run's tasks are computed (:class:`calipers.executors.ExecutorSpec`)."""
+
+    kind: Literal["serial", "local", "slurm"] = "serial"
+    workers: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
+    retries: int = Field(0, ge=0)
+    chunks: int | None = Field(None, ge=1)
+    partition: str | None = None
+    time: int = Field(60, ge=1)  # minutes per task
+    gpus_per_task: int = Field(0, ge=0)
+    cpus_per_task: int = Field(1, ge=1)
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    additional: dict[str, Any] = Field(default_factory=dict)  # extra #SBATCH options
+    setup: list[str] = Field(default_factory=list)  # shell lines before each task
+    container: str | None = None  # Apptainer image
+    binds: list[str] = Field(default_factory=list)
+    max_parallel: int | None = Field(None, ge=1)
+
+
 class NetworkConfig(_Section):
     model: str
     args: dict[str, Any] = Field(default_factory=dict)
@@ -136,6 +161,7 @@ class ExperimentConfig(_Section):
     mc: MCConfig = Field(default_factory=MCConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     search: SearchConfig | None = None
+    executor: ExecutorConfig | None = None
     networks: dict[str, NetworkConfig] = Field(min_length=1)
 
     @field_validator("networks")
@@ -152,13 +178,14 @@ class ExperimentConfig(_Section):
         return v
 
     def to_toml(self) -> str:
-        """The resolved configuration as TOML text (written to ``RUN/config.toml``)."""
-        return _dump_toml(self.model_dump(exclude_none=True))
+        """The resolved configuration as TOML text (written to ``RUN/config.toml``); without
+        ``[executor]``: where a run is computed does not change it (resume anywhere)."""
+        return _dump_toml(self.model_dump(exclude_none=True, exclude={"executor"}))
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "cv": CVConfig, "train": TrainConfig, "mc": MCConfig,
-    "compare": CompareConfig, "search": SearchConfig,
+    "compare": CompareConfig, "search": SearchConfig, "executor": ExecutorConfig,
 }
 
 
@@ -213,8 +240,8 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
     if cfg.data.kind == "table" and cfg.data.target is None:
         raise ConfigError("data.target: required for data.kind = 'table' (the target column).")
     if base_dir is not None:
-        for section, key in (("data", "path"), ("cv", "splits")):
-            value = getattr(getattr(cfg, section), key)
+        for section, key in (("data", "path"), ("cv", "splits"), ("executor", "container")):
+            value = getattr(getattr(cfg, section), key, None)
             if value is not None and not Path(value).is_absolute():
                 sub = getattr(cfg, section).model_copy(
                     update={key: str((Path(base_dir) / value).resolve())})

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from calipers.cli._conventions import CONTEXT_SETTINGS, CalipersGroup
+from calipers.cli._executor import DETACH_HELP, EXECUTOR_HELP, executor_errors, make_executor
 from calipers.cli.bench import bench
 from calipers.cli.gpu import gpu
 from calipers.cli.pack import pack
@@ -23,8 +24,9 @@ from calipers.cli.predict import predict
 from calipers.cli.progress import LogCVProgress
 from calipers.cli.report import report
 from calipers.cli.repro import env, repro
+from calipers.cli.status import status
 from calipers.exceptions import TrainingError
-from calipers.experiment.tasks import TaskError
+from calipers.tasks import TaskError
 
 __all__ = ["app", "main"]
 
@@ -156,10 +158,16 @@ def _with_determinism(config, on: bool):
         update={"train": config.train.model_copy(update={"deterministic": True})})
 
 
-def _run(config, out: Path, report: bool = True):
+def _run(config, out: Path, report: bool = True, executor=None):
     from calipers.experiment.runner import run_experiment
 
     n = len(config.networks) * config.cv.folds * config.cv.repeats
+    if executor is not None:  # the executor shows task progress itself
+        with executor_errors(err_console):
+            res = run_experiment(config, out, report=report, executor=executor)
+        _render_summary(res.summary)
+        console.print(f"Run folder: {res.run_dir}", highlight=False)
+        return res
     p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                  TimeElapsedColumn(), console=console, transient=True)
     progress = _RichCVProgress(p, n) if console.is_terminal else LogCVProgress(sys.stdout, n)
@@ -196,6 +204,8 @@ def cv_command(
     = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
     deterministic: Annotated[bool, typer.Option("--deterministic", help=_DET_HELP)] = False,
+    executor: Annotated[str | None, typer.Option("--executor", help=EXECUTOR_HELP)] = None,
+    detach: Annotated[bool, typer.Option("--detach", help=DETACH_HELP)] = False,
 ) -> None:
     """Cross-validate the networks of CONFIG on identical folds; resumable.
 
@@ -203,9 +213,11 @@ def cv_command(
     """
     from calipers.config import load_config
 
-    with _user_errors():
+    with _user_errors(), executor_errors(err_console):
         cfg = _with_determinism(load_config(config), deterministic)
-        _run(cfg, out or Path("runs") / config.stem, report=not no_report)
+        run_dir = out or Path("runs") / config.stem
+        ex, _ = make_executor(cfg.executor, executor, detach=detach, run_dir=run_dir)
+        _run(cfg, run_dir, report=not no_report, executor=ex)
 
 
 def _check_compare_args(run_dirs: list[Path], a: str | None, b: str | None) -> None:
@@ -315,6 +327,7 @@ app.command("gpu")(gpu)
 app.command("bench")(bench)
 app.command("pack")(pack)
 app.command("report")(report)
+app.command("status")(status)
 
 
 def main() -> None:

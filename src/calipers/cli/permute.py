@@ -53,11 +53,20 @@ def permute(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier run's outputs of this prefix."
     ),
+    executor: str | None = typer.Option(None, "--executor", help="serial, local[:N] or slurm: "
+                                        "run chunks of permutations as tasks."),
+    chunks: int | None = typer.Option(None, "--chunks", help="Tasks to split the permutations "
+                                      "into (default: the executor's workers; slurm: 1)."),
+    detach: bool = typer.Option(False, "--detach", help="With slurm: return after submission; "
+                                "follow with calipers status <out>_tasks, rerun to combine."),
 ) -> None:
     """Permutation inference on images with FSL randomise's flags and output names.
 
     p-images hold 1 - p (or -log10 p with --logp); <out>_summary.json has the counts of
     significant voxels, the critical values and the max-statistic null distributions.
+
+    With --executor or --chunks the permutations run as chunk tasks whose files go to
+    <out>_tasks/ (rerun to finish an interrupted run); p-maps equal a single run's.
 
     Examples: one-sample test with TFCE, as randomise -1 -T:
 
@@ -70,11 +79,20 @@ def permute(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from calipers.cli._executor import executor_errors, make_executor
     from calipers.exceptions import CalipersWarning
     from calipers.gpu.monitor import gpu_monitor
     from calipers.permutation.images import permute_images
 
     err = Console(stderr=True)
+    work_dir = Path(f"{output}_tasks")
+    try:
+        ex, spec = make_executor(None, executor, detach=detach, run_dir=work_dir, chunks=chunks,
+                                 show_progress=not quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(code=2) from None
+    quiet = quiet or (ex is not None and spec.kind != "serial")  # the executor shows progress
     progress = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, disable=quiet, transient=False,
@@ -96,7 +114,7 @@ def permute(
             mon.mark(f"permutations to {done} of {total}")  # one gpu.json segment per chunk
 
     try:
-        with gpu_monitor(Path(output).parent, device) as mon, \
+        with executor_errors(err), gpu_monitor(Path(output).parent, device) as mon, \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(
@@ -107,6 +125,7 @@ def permute(
                 vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp, seed=seed, device=device,
                 tfce_H=tfce_h, tfce_E=tfce_e, tfce_connectivity=tfce_c, progress=_update,
                 overwrite=overwrite,
+                executor=ex, n_chunks=spec.chunks, work_dir=work_dir if ex is not None else None,
             )
     except (ValueError, FileNotFoundError, OSError) as exc:
         progress.stop()

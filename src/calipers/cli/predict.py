@@ -34,6 +34,12 @@ def predict(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace outputs that already exist in --out."),
+    executor: str | None = typer.Option(None, "--executor", help="serial, local[:N] or slurm: "
+                                        "segment chunks of the files as tasks."),
+    chunks: int | None = typer.Option(None, "--chunks", help="Tasks to split the files into "
+                                      "(default: the executor's workers; slurm: 1)."),
+    detach: bool = typer.Option(False, "--detach", help="With slurm: return after submission; "
+                                "follow with calipers status --out, rerun to finish."),
 ) -> None:
     """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out).
 
@@ -45,12 +51,17 @@ def predict(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from calipers.cli._executor import executor_errors, make_executor
     from calipers.exceptions import DataError
     from calipers.gpu.monitor import gpu_monitor
     from calipers.segmentation.predict import load_predictor, predict_folder
 
     err = Console(stderr=True, soft_wrap=True)
     try:
+        ex, spec = make_executor(None, executor, detach=detach, run_dir=out_dir / ".calipers",
+                                 chunks=chunks, show_progress=not quiet,
+                                 binds=(in_dir, model if model.is_dir() else model.parent, out_dir))
+        quiet = quiet or (ex is not None and spec.kind != "serial")
         try:
             roi_size = None if roi is None else tuple(int(v) for v in roi.split(","))
         except ValueError:
@@ -77,12 +88,14 @@ def predict(
             bar.update(task, completed=done, total=total, description=name)
 
         try:
-            with gpu_monitor(out_dir, device) as mon:
-                res = predict_folder(pred, in_dir, out_dir, n_mc=mc, seed=seed, device=device,
-                                     progress=step, roi_size=roi_size, overwrite=overwrite)
+            with executor_errors(err), gpu_monitor(out_dir, device) as mon:
+                res = predict_folder(pred if ex is None else model, in_dir, out_dir, n_mc=mc,
+                                     seed=seed, device=device, progress=step,
+                                     roi_size=roi_size, overwrite=overwrite, network=network,
+                                     executor=ex, n_chunks=spec.chunks)
         finally:
             bar.stop()
-    except (ValueError, FileNotFoundError, DataError) as exc:
+    except (ValueError, FileNotFoundError, DataError, ImportError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     for name, why in res.failed:

@@ -217,15 +217,24 @@ def fold_task(
     n_splits: int,
     run_dir: str | Path | None = None,
     progress: CVProgress | None = None,
+    deterministic: bool = False,
 ) -> FoldResult:
     """The engine's task for one fold: ``fold_fn(spec, data, progress=...)`` (:func:`run_fold`,
     or the segmentation fold), then :func:`save_fold` into ``run_dir`` when given.
 
     ``progress`` (epoch bars) works in-process only; the engine passes it to serial runs.
+    ``deterministic``: the parent ran with the determinism flags on; a task in another process
+    (an executor's worker) switches them on for itself (NOTE [What determinism covers]).
     """
     if progress is not None:
         progress.fold_start(spec.network, spec.split, n_splits, spec.options.epochs)
-    result = fold_fn(spec, data, progress=progress)
+    if deterministic and not torch.are_deterministic_algorithms_enabled():
+        from calipers.repro.determinism import deterministic as _deterministic
+
+        with _deterministic(spec.seed):
+            result = fold_fn(spec, data, progress=progress)
+    else:
+        result = fold_fn(spec, data, progress=progress)
     if run_dir is not None:
         save_fold(run_dir, result, spec)
     return result

@@ -1,7 +1,7 @@
 """The experiment engine: one driver that plans a cross-validation as tasks, resumes, runs them.
 
 Every network is cross-validated on the same folds. The engine turns the work into
-:class:`~calipers.experiment.tasks.Task` s — one per fold of a network
+:class:`~calipers.tasks.Task` s — one per fold of a network
 (:func:`calipers.evaluation.cv.fold_task`), or one per stacked MLP network
 (:func:`calipers.batched.cv.stacked_task`, key ``"NAME/stacked"``) — skips those whose marker
 exists (resume; NOTE [Tasks and markers] in ``tasks.py``), hands the rest to an executor and
@@ -40,9 +40,8 @@ from calipers.exceptions import ConfigError
 from calipers.models import build_network
 from calipers.runs import fold_dir
 from calipers.segmentation.experiment import check_segmentation_network, run_segmentation_fold
+from calipers.tasks import Executor, SerialExecutor, Task
 from calipers.uncertainty.mc import has_dropout
-
-from .tasks import Executor, SerialExecutor, Task
 
 __all__ = ["RUNNERS", "Runner", "check_networks", "cross_validate", "cross_validate_batched",
            "plan_tasks"]
@@ -118,6 +117,7 @@ def plan_tasks(
     batched: bool = True,
     run_dir: Path | None = None,
     progress: CVProgress | None = None,
+    fold_fn: Callable[..., FoldResult] | None = None,
 ) -> list[Task]:
     """The tasks of a cross-validation, stacked groups first, then folds by network and split.
 
@@ -126,14 +126,17 @@ def plan_tasks(
     """
     return [p.task for p in _plan(data, networks, folds, options=options, n_mc=n_mc, tau=tau,
                                   seed=seed, stack=stack, search=search, batched=batched,
-                                  run_dir=run_dir, progress=progress)]
+                                  run_dir=run_dir, progress=progress, fold_fn=fold_fn)]
 
 
 def _plan(data: Any, networks: Mapping[str, NetworkSpec], folds: Folds, *,
           options: TrainOptions, n_mc: int, tau: float | None, seed: int, stack: bool,
           search: SearchSettings | None, batched: bool, run_dir: Path | None,
-          progress: CVProgress | None) -> list[_Planned]:
+          progress: CVProgress | None,
+          fold_fn: Callable[..., FoldResult] | None = None) -> list[_Planned]:
     runner = RUNNERS[data.task]
+    fold_fn = fold_fn or runner.fold_fn
+    det = torch.are_deterministic_algorithms_enabled()  # carried into worker processes
     stacked = [n for n, s in networks.items()
                if stack and runner.stackable and batched_reason(s, data) is None]
     planned = []
@@ -153,8 +156,8 @@ def _plan(data: Any, networks: Mapping[str, NetworkSpec], folds: Folds, *,
             continue
         for j, (tr, te) in enumerate(folds):
             fs = FoldSpec(name, spec, j, tr, te, seed, options, n_mc, tau)
-            kwargs = dict(fold_fn=runner.fold_fn, spec=fs, data=data, n_splits=len(folds),
-                          run_dir=run_dir, progress=progress)
+            kwargs = dict(fold_fn=fold_fn, spec=fs, data=data, n_splits=len(folds),
+                          run_dir=run_dir, progress=progress, deterministic=det)
             planned.append(_Planned(
                 Task(f"{name}/fold-{j:02d}", fold_task, kwargs,
                      None if run_dir is None else _marker(run_dir, name, j)),
@@ -192,6 +195,7 @@ def cross_validate(
     progress: CVProgress | None = None,
     executor: Executor | None = None,
     checked: bool = False,
+    fold_fn: Callable[..., FoldResult] | None = None,
 ) -> CVResult:
     """Train and evaluate every network on every split of ``cv`` (the same for all).
 
@@ -218,9 +222,12 @@ def cross_validate(
         ``fold_end`` is called for every fold; epoch bars (``fold_start``, ``epoch``) only when
         the tasks run in this process (the default executor).
     executor : Executor, optional
-        Runs the tasks (:class:`~calipers.experiment.tasks.SerialExecutor` by default).
+        Runs the tasks (:class:`~calipers.tasks.SerialExecutor` by default).
     checked : bool
         The networks were already checked with :func:`check_networks` (skip probing again).
+    fold_fn : callable, optional
+        ``fold_fn(spec, data, *, progress) -> FoldResult`` instead of the task's runner
+        (:data:`RUNNERS`); module-level, so that other processes can run it.
 
     Returns
     -------
@@ -245,7 +252,7 @@ def cross_validate(
     t0 = time.perf_counter()
     planned = _plan(data, networks, folds, options=options, n_mc=n_mc, tau=tau, seed=seed,
                     stack=stack, search=search, batched=batched, run_dir=run_path,
-                    progress=progress if in_process else None)
+                    progress=progress if in_process else None, fold_fn=fold_fn)
     todo = [p for p in planned if not p.task.done()]
     written = {w for p in todo for w in p.writes}
     if progress is not None:  # folds finished by an earlier session

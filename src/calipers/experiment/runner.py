@@ -24,7 +24,6 @@ from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.engine import check_networks, cross_validate
 from calipers.experiment.summary import RunSummary, summarize, write_summary
-from calipers.experiment.tasks import Executor
 from calipers.gpu.monitor import check_device, gpu_monitor
 from calipers.repro.data_fingerprint import check_data, data_fingerprint, write_data
 from calipers.repro.determinism import deterministic
@@ -33,6 +32,7 @@ from calipers.runs import atomic_write_json, atomic_write_text, read_json
 from calipers.segmentation.data import load_segmentation
 from calipers.segmentation.experiment import MULTIPLE, segmentation_info
 from calipers.stats.scales import resolve_rope
+from calipers.tasks import Executor
 
 __all__ = ["ExperimentResult", "demo_config", "finish_run", "run_experiment"]
 
@@ -151,7 +151,7 @@ def run_experiment(
     splits stacked (:func:`calipers.batched.cv.stacked_task`; ``[train] batched =
     false`` trains them one by one, same numbers); other networks fold by fold. Segmentation
     data sets (``task = "segmentation"``) also get ``segmentation.json``. ``executor`` runs the
-    tasks (:class:`~calipers.experiment.tasks.SerialExecutor` by default; ``progress`` bars
+    tasks (:class:`~calipers.tasks.SerialExecutor` by default; ``progress`` bars
     need it). Writes ``config.toml``, ``env.json``, ``folds.json``, per-fold results,
     ``metrics.csv``, ``summary.json`` and (``report=True``) ``report.html`` — every file
     atomically.

@@ -175,6 +175,9 @@ def permutation_test(
     tfce_E: float = 0.5,
     connectivity: int = 6,
     progress: Callable[[int, int], None] | None = None,
+    executor: Any = None,
+    n_chunks: int | None = None,
+    work_dir: Any = None,
 ) -> PermutationResult:
     """Voxelwise permutation inference for the GLM, with FSL randomise's conventions.
 
@@ -219,6 +222,10 @@ def permutation_test(
         18 or 26).
     progress : callable (n_done, n_total), optional
         Called after each chunk; ``n_total`` sums the relabellings of all statistics.
+    executor, n_chunks, work_dir : optional
+        Split the relabellings into ``n_chunks`` tasks (default: the executor's worker count,
+        else 1) run by ``executor`` (:mod:`calipers.executors`), chunk files kept in
+        ``work_dir`` (resumable). p-maps equal one run's (:mod:`calipers.permutation.chunks`).
 
     Returns
     -------
@@ -283,6 +290,17 @@ def permutation_test(
         if progress is not None:
             progress(done[0], total)
 
+    if executor is not None or n_chunks is not None:
+        from calipers.permutation.chunks import run_chunked
+
+        preps = [prepare_contrast(yy, x, c, flip=r.flip, two_sided=two_sided,
+                                  f_test=name.startswith("f"))
+                 for (name, _), (c, r) in zip(tests, plans, strict=True)]
+        nulls = run_chunked(preps, [r for _, r in plans], executor=executor,
+                            n_chunks=n_chunks or getattr(executor, "workers", 1),
+                            work_dir=work_dir, device=device, two_sided=two_sided,
+                            chunk_size=chunk_size, extras=extras, progress=progress)
+        return _assemble(nulls, tests, plans, inp, dev, two_sided, tfce, x.shape)
     nulls = []
     for (name, _), (c, relabel) in zip(tests, plans, strict=True):
         prep = prepare_contrast(

@@ -48,7 +48,16 @@ try:  # numba fuses score, max and count into one pass on the CPU; torch does it
 except ImportError:  # pragma: no cover - exercised by monkeypatching _HAVE_NUMBA
     _HAVE_NUMBA = False
 
-__all__ = ["ContrastNull", "PreparedContrast", "prepare_contrast", "run_contrast"]
+__all__ = [
+    "ContrastNull",
+    "PreparedContrast",
+    "RangeNull",
+    "combine_ranges",
+    "engine_chunk",
+    "prepare_contrast",
+    "run_contrast",
+    "run_contrast_range",
+]
 
 _TILE_ELEMENTS = 1 << 20  # scores per GEMM tile (Pc·m × Vt), 4 MiB in float32 (measured best)
 _FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
@@ -250,6 +259,61 @@ def run_contrast(
 
     ``progress(n_done)`` is called after each chunk with the number of relabellings done.
     """
+    part = run_contrast_range(prep, relabellings, 0, relabellings.n, device=device,
+                              two_sided=two_sided, chunk_size=chunk_size, extras=extras,
+                              progress=progress)
+    return combine_ranges(prep, relabellings.n, [part], two_sided=two_sided, extras=extras)
+
+
+@dataclass(frozen=True)
+class RangeNull:
+    """What relabellings ``start .. stop-1`` of one contrast add to its null (NumPy, CPU).
+
+    NOTE [Chunked nulls]: the maxima are per relabelling and the counts integers, so chunks
+    computed anywhere (another process, node or session) combine by concatenation and sums into
+    exactly what one run gives, as long as every chunk runs the same GEMMs: range boundaries
+    are multiples of :func:`engine_chunk` (the engine's own chunk), so each GEMM has the same
+    rows as in a single run.
+    """
+
+    start: int
+    stop: int
+    max_score: np.ndarray  # (stop-start,) float32 max score per relabelling
+    counts: np.ndarray  # (V,) int64 #{relabellings with score >= observed}
+    tfce_max: np.ndarray | None = None
+    tfce_counts: np.ndarray | None = None
+    extent_max: np.ndarray | None = None
+    mass_max: np.ndarray | None = None
+    identity: tuple[int, ...] = ()  # global indices of identity relabellings
+    work_bytes: int = 0
+
+
+def engine_chunk(prep: PreparedContrast, n_perm: int, *, chunk_size: int | None = None,
+                 extras: _Extras | None = None) -> int:
+    """Relabellings per GEMM chunk that :func:`run_contrast` uses for ``n_perm`` relabellings."""
+    extras = extras or _Extras()
+    width = prep.basis.shape[1]
+    chunk = chunk_size or (
+        _default_full_chunk(prep.y_hat.shape[1], width) if extras.full_maps
+        else max(128, 1024 // width)
+    )
+    return min(chunk, n_perm)
+
+
+def run_contrast_range(
+    prep: PreparedContrast,
+    relabellings: Relabellings,
+    start: int,
+    stop: int,
+    *,
+    device: torch.device,
+    two_sided: bool = False,
+    chunk_size: int | None = None,
+    extras: _Extras | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RangeNull:
+    """Relabellings ``start .. stop-1`` of one contrast (NOTE [Chunked nulls]); ``start`` must
+    be a multiple of :func:`engine_chunk` for results identical to one run."""
     extras = extras or _Extras()
     n_perm, n_vox = relabellings.n, prep.y_hat.shape[1]
     dtype = torch.float32
@@ -257,16 +321,13 @@ def run_contrast(
     obs = torch.as_tensor(prep.score, dtype=dtype, device=device)
     width = prep.basis.shape[1]
     abs_scores = two_sided and prep.kind == "t"
-    chunk = chunk_size or (
-        _default_full_chunk(n_vox, width) if extras.full_maps else max(128, 1024 // width)
-    )
-    chunk = min(chunk, n_perm)
+    chunk = engine_chunk(prep, n_perm, chunk_size=chunk_size, extras=extras)
     tile = max(64, min(n_vox, _TILE_ELEMENTS // (chunk * width)))
-    max_score = torch.empty(n_perm, dtype=dtype, device=device)
+    max_score = torch.empty(stop - start, dtype=dtype, device=device)
     counts = torch.zeros(n_vox, dtype=torch.int64, device=device)
     full = _FullMapState(prep, extras, n_perm, two_sided) if extras.full_maps else None
-    for p0 in range(0, n_perm, chunk):
-        p1 = min(p0 + chunk, n_perm)
+    for p0 in range(start, stop, chunk):
+        p1 = min(p0 + chunk, stop)
         rows = relabellings.rows(p0, p1)
         if relabellings.flip and abs_scores:
             rows = rows * rows[:, :1]  # |t| is the same for s and −s: the mirror is the identity
@@ -279,23 +340,70 @@ def run_contrast(
             running = _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile)
         else:
             running = _chunk_torch(prep, left, y_hat, obs, ident, abs_scores, counts, tile, maps)
-        max_score[p0:p1] = running
+        max_score[p0 - start : p1 - start] = running
         if full is not None:
             full.add_chunk(p0, maps, ident.cpu().numpy())
         if progress is not None:
             progress(p1 - p0)
-    max_np = max_score.cpu().numpy()
-    obs_np = obs.cpu().numpy()
-    stat_null = _score_to_stat(prep, max_np.astype(np.float64))
     work = chunk * width * tile * 4 + (chunk * n_vox * 4 * 3 if full else 0)
+    part = RangeNull(start, stop, max_score.cpu().numpy(), counts.cpu().numpy(),
+                     work_bytes=int(y_hat.numel() * 4 + work))
+    if full is None:
+        return part
+    from dataclasses import replace
+
+    sl = slice(start, stop)
+    return replace(
+        part,
+        tfce_max=full.tfce_max[sl] if extras.tfce else None,
+        tfce_counts=full.tfce_counts if extras.tfce else None,
+        extent_max=full.ext_max[sl] if full.ext_max is not None else None,
+        mass_max=full.mass_max[sl] if full.mass_max is not None else None,
+        identity=tuple(full.identity),
+    )
+
+
+def combine_ranges(
+    prep: PreparedContrast,
+    n_perm: int,
+    parts: list[RangeNull],
+    *,
+    two_sided: bool = False,
+    extras: _Extras | None = None,
+) -> ContrastNull:
+    """The :class:`ContrastNull` of ranges covering ``0 .. n_perm-1`` (NOTE [Chunked nulls])."""
+    extras = extras or _Extras()
+    parts = sorted(parts, key=lambda r: r.start)
+    edges = [0] + [b for r in parts for b in (r.start, r.stop)] + [n_perm]
+    if any(edges[i] != edges[i + 1] for i in range(0, len(edges), 2)):
+        raise ValueError(f"relabelling ranges {[(r.start, r.stop) for r in parts]} do not cover "
+                         f"0..{n_perm} exactly once.")
+    max_np = np.concatenate([r.max_score for r in parts]).astype(np.float32, copy=False)
+    counts = parts[0].counts.copy()
+    for r in parts[1:]:
+        counts += r.counts
+    obs_np = prep.score.astype(np.float32)
     result = ContrastNull(
         stat=prep.stat,
-        p_uncorrected=counts.cpu().numpy() / n_perm,
+        p_uncorrected=counts / n_perm,
         p_fwe=_fwe_p(max_np, obs_np),
-        max_null=stat_null,
-        work_bytes=int(y_hat.numel() * 4 + work),
+        max_null=_score_to_stat(prep, max_np.astype(np.float64)),
+        work_bytes=max(r.work_bytes for r in parts),
     )
-    return full.finish(result) if full is not None else result
+    if not extras.full_maps:
+        return result
+    full = _FullMapState(prep, extras, n_perm, two_sided)
+    for r in parts:
+        sl = slice(r.start, r.stop)
+        if extras.tfce:
+            full.tfce_max[sl] = r.tfce_max
+            full.tfce_counts += r.tfce_counts
+        if full.ext_max is not None:
+            full.ext_max[sl] = r.extent_max
+        if full.mass_max is not None:
+            full.mass_max[sl] = r.mass_max
+        full.identity.extend(r.identity)
+    return full.finish(result)
 
 
 def _chunk_torch(prep, left, y_hat, obs, ident, abs_scores, counts, tile, maps):

@@ -245,6 +245,9 @@ def permute_images(
     tfce_connectivity: int = 6,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    executor=None,
+    n_chunks: int | None = None,
+    work_dir=None,
 ) -> PermuteOutputs:
     """randomise on NIfTI files: load, mask, test, write randomise-named images + summary.
 
@@ -254,7 +257,8 @@ def permute_images(
     design and tests the mean by sign flipping. ``vox_corrp`` (``-x``) writes voxelwise
     max-statistic FWE images; TFCE and cluster FWE images are written whenever requested.
     See :func:`calipers.permutation.permutation_test` for the statistics. ``out_prefix``
-    and ``overwrite``: see NOTE [Output prefix].
+    and ``overwrite``: see NOTE [Output prefix]. ``executor``,
+    ``n_chunks``, ``work_dir``: permutations in chunk tasks.
 
     Returns
     -------
@@ -294,6 +298,9 @@ def permute_images(
         tfce_E=tfce_E,
         connectivity=tfce_connectivity,
         progress=progress,
+        executor=executor,
+        n_chunks=n_chunks,
+        work_dir=work_dir,
     )
     images = _output_images(result, vox_corrp=vox_corrp, uncorrp=uncorrp, logp=logp)
     summary = _summary(result, names, keep, n_nan, logp, time.perf_counter() - start)

@@ -299,6 +299,8 @@ def predict_folder(
     progress: Callable[[int, int, str], None] | None = None,
     roi_size: Sequence[int] | None = None,
     overwrite: bool = False,
+    executor: Any = None,
+    n_chunks: int | None = None,
 ) -> PredictResult:
     """Segment every NIfTI/PNG image in ``in_dir``; write segmentations and uncertainty maps.
 
@@ -322,6 +324,10 @@ def predict_folder(
         images larger than the training shape.
     overwrite : bool, default False
         Replace outputs that already exist in ``out_dir`` (otherwise refused before any work).
+    executor, n_chunks : optional
+        Segment the files in ``n_chunks`` tasks (default: the executor's worker count) run by
+        ``executor`` (:mod:`calipers.executors`); ``model`` must then be a path. Each file's
+        outputs are the same as without (its seed depends on its name only).
 
     Returns
     -------
@@ -345,11 +351,20 @@ def predict_folder(
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and image_kind(p) is not None)
     if not files:
         raise FileNotFoundError(f"--in {in_dir} holds no .nii, .nii.gz or .png files.")
-    _check_outputs(files, out_dir, overwrite)
+    # a chunked run that stopped part way is resumed, not refused: its finished chunks have
+    # markers in out_dir/.calipers, and only the unfinished chunks run again
+    resuming = (executor is not None or n_chunks is not None) and any(
+        (out_dir / ".calipers").glob("chunk-*.json"))
+    _check_outputs(files, out_dir, overwrite or resuming)
     pred = model if isinstance(model, Predictor) else load_predictor(
         model, network=network, device=device)
     _check_roi(roi_size, pred.ndim, int(pred.meta["multiple"]), 0.25)  # before any output
     out_dir.mkdir(parents=True, exist_ok=True)
+    if executor is not None or n_chunks is not None:
+        rows = _predict_chunked(model, files, out_dir, executor, n_chunks, progress,
+                                {"n_mc": n_mc, "seed": seed, "device": device,
+                                 "network": network, "roi_size": roi_size})
+        return _finish(out_dir, rows, len(pred.models), n_mc)
     rows, done, failed = [], [], []
     for k, path in enumerate(files):
         try:
@@ -362,9 +377,61 @@ def predict_folder(
         rows.append(row)
         if progress is not None:
             progress(k + 1, len(files), path.name)
+    return _finish(out_dir, rows, len(pred.models), n_mc)
+
+
+def _finish(out_dir: Path, rows: list[dict], n_models: int, n_mc: int) -> PredictResult:
+    """Write ``summary.csv`` (one row per input, in file order) and say what was done."""
+    done = [r["file"] for r in rows if r["status"] == "ok"]
+    failed = [(r["file"], r["status"].removeprefix("failed: ")) for r in rows
+              if r["status"] != "ok"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=_CSV_COLS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out_dir / "summary.csv", buf.getvalue())
-    return PredictResult(out_dir, tuple(done), tuple(failed), len(pred.models), n_mc)
+    return PredictResult(out_dir, tuple(done), tuple(failed), n_models, n_mc)
+
+
+def predict_files(model: str, files: Sequence[str], out_dir: str, rows_path: str, *,
+                  n_mc: int, seed: int, device: Any, network: str | None,
+                  roi_size: Sequence[int] | None) -> None:
+    """The task of one chunk of input files: segment each, write its maps, then the chunk's
+    ``summary.csv`` rows to ``rows_path`` (the marker, last)."""
+    from calipers.runs import atomic_write_json
+
+    pred = load_predictor(model, network=network, device=device)
+    rows = []
+    for name in files:
+        path = Path(name)
+        try:
+            rows.append({"file": path.name, "status": "ok",
+                         **_one_file(path, pred, Path(out_dir), n_mc, seed, roi_size)})
+        except (DataError, ValueError, OSError, RuntimeError) as exc:
+            rows.append({"file": path.name, "status": f"failed: {exc}"})
+    atomic_write_json(rows_path, rows)
+
+
+def _predict_chunked(model, files, out_dir, executor, n_chunks, progress, options) -> list[dict]:
+    from calipers.tasks import SerialExecutor, Task
+
+    if isinstance(model, Predictor):
+        raise ValueError("predict with an executor loads the model in each task: pass the run "
+                         "folder or checkpoint path, not a Predictor.")
+    executor = executor or SerialExecutor()
+    n = max(1, min(len(files), n_chunks or getattr(executor, "workers", 1)))
+    parts = [files[round(c * len(files) / n): round((c + 1) * len(files) / n)] for c in range(n)]
+    tasks = [Task(f"predict/chunk-{c:03d}", predict_files,
+                  {"model": str(Path(model).resolve()), "files": [str(f) for f in part],
+                   "out_dir": str(out_dir), "rows_path": str(out_dir / ".calipers" /
+                                                             f"chunk-{c:03d}.json"), **options},
+                  out_dir / ".calipers" / f"chunk-{c:03d}.json") for c, part in enumerate(parts)]
+    finished = [sum(len(parts[c]) for c, t in enumerate(tasks) if t.done())]
+
+    def on_done(task: Task, _result: Any) -> None:
+        finished[0] += len(task.kwargs["files"])
+        if progress is not None:
+            progress(finished[0], len(files), Path(task.kwargs["files"][-1]).name)
+
+    executor.map([t for t in tasks if not t.done()], on_done=on_done)
+    return [row for t in tasks for row in read_json(t.marker)]
