@@ -319,3 +319,14 @@ def _predict(key: str, data: bytes, X: np.ndarray, task: str, output: str, n_mc:
     finally:
         for layer in drops:
             del layer.call
+
+
+def _batchnorm_stats(key: str, data: bytes) -> list[np.ndarray]:
+    """The moving means and variances of every BatchNormalization layer (for the tests)."""
+    import keras
+
+    model = _model(key, data)
+    return [keras.ops.convert_to_numpy(v).copy()
+            for la in model._flatten_layers(include_self=False)
+            if isinstance(la, keras.layers.BatchNormalization)
+            for v in (la.moving_mean, la.moving_variance)]
