@@ -20,7 +20,10 @@ def cnn(input_shape, n_outputs, channels=16, dropout=0.25, batch_norm=False):
     if batch_norm:
         x = layers.BatchNormalization()(x)
     x = layers.Conv2D(2 * channels, 3, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(4 * channels, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(n_outputs)(x)
     return keras.Model(inputs, outputs)

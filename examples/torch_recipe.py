@@ -22,15 +22,18 @@ from torch import nn
 
 
 class Net(nn.Module):
-    """Two conv layers, global average pooling, dropout, a linear head (logits)."""
+    """Two conv layers, max pooling, two dropout + linear layers (logits)."""
 
-    def __init__(self, in_channels: int, n_outputs: int, width: int, dropout: float):
+    def __init__(self, input_shape, n_outputs: int, width: int, dropout: float):
         super().__init__()
+        c, h, w = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, n_outputs))
+            nn.MaxPool2d(2), nn.Flatten())
+        n_feat = 2 * width * (h // 2) * (w // 2)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_feat, 4 * width), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(4 * width, n_outputs))
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -59,7 +62,7 @@ def fit(data, *, seed, device, settings, width=16, dropout=0.25):
         momentum and warmup from [networks.NAME.train])
     """
     gen = torch.Generator().manual_seed(seed)
-    model = Net(data.input_shape[0], data.n_outputs, width, dropout).to(device)
+    model = Net(data.input_shape, data.n_outputs, width, dropout).to(device)
     momentum = float(settings.extra.get("momentum", 0.9))
     warmup = int(settings.extra.get("warmup", 1))
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=momentum, nesterov=True,

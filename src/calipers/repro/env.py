@@ -23,7 +23,8 @@ from typing import Any
 __all__ = ["Environment", "dependency_versions", "fingerprint", "load_env"]
 
 _PACKAGES = ("calipers", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "nibabel",
-             "matplotlib", "monai", "nilearn", "numba")
+             "matplotlib", "monai", "nilearn", "numba",
+             "keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu")  # calipers.learners
 
 
 @dataclass(frozen=True)
