@@ -104,6 +104,10 @@ def test_sklearn_logistic_regression_cross_validates_reproducibly_and_saves(digi
     assert {p.name for p in fold.iterdir()} >= {"model.pkl", "learner.json", "metrics.json",
                                                 "predictions.npz"}
     assert not (fold / "model.pt").exists()
+    from calipers.report.html import RunData, _section_learners
+
+    html = _section_learners(RunData(summary={"networks": {"lr": {}}}, run_dir=tmp_path / "a"))
+    assert "<td>lr</td><td>sklearn</td><td>scikit-learn</td>" in html
 
 
 def test_sklearn_regression_reports_its_own_variance(rng):

@@ -400,6 +400,36 @@ def _section_networks(run: RunData) -> str:
     return f"<h2>Networks</h2>{table}"
 
 
+def _section_learners(run: RunData) -> str:
+    """Who trained each network (``fold-XX/learner.json``, calipers.learners) and its training
+    time per fold (``metrics.json`` seconds): frameworks and backends side by side."""
+    if run.run_dir is None:
+        return ""
+    rows = []
+    for net in run.networks:
+        secs, info = [], {}
+        for f in sorted(Path(run.run_dir, net).glob("fold-*")):
+            try:
+                secs.append(float(read_json(f / "metrics.json")["seconds"]))
+                if (f / "learner.json").is_file():
+                    info = read_json(f / "learner.json")
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if not secs:
+            continue
+        backend = info.get("backend", "torch")
+        version = info.get("backend_version") or info.get("version", "")
+        rows.append((net, info.get("learner", "calipers"), info.get("framework", "calipers"),
+                     f"{backend} {version}".strip(), info.get("device", "—"),
+                     info.get("n_params", "—"),
+                     f"{np.median(secs):.2f} ({min(secs):.2f}–{max(secs):.2f})"))
+    if not rows:
+        return ""
+    table = _table(["network", "learner", "framework", "backend", "device", "parameters",
+                    "training s per fold: median (range)"], rows)
+    return f"<h2>Learners and training time</h2>{table}"
+
+
 def _fold_scores(run: RunData, metric: str, net: str) -> np.ndarray:
     m = run.summary["networks"][net].get(metric)
     folds = m.get("folds") if isinstance(m, Mapping) else None
@@ -645,7 +675,7 @@ def render_report(run: RunData, *, dpi: int = 80) -> str:
     else:
         uncertainty = f"<p>No prediction plots for task {_e(task)}.</p>"
     parts = [
-        _section_header(run), _section_verdict(run), _section_networks(run),
+        _section_header(run), _section_verdict(run), _section_networks(run), _section_learners(run),
         _section_fold_scores(run, dpi=dpi), _section_pairs(run, dpi=dpi), uncertainty,
         _section_provenance(run),
     ]
