@@ -106,7 +106,8 @@ def test_sklearn_logistic_regression_cross_validates_reproducibly_and_saves(digi
     assert not (fold / "model.pt").exists()
     from calipers.report.html import RunData, _section_learners
 
-    html = _section_learners(RunData(summary={"networks": {"lr": {}}}, run_dir=tmp_path / "a"))
+    summary = {"networks": {"lr": {}}, "task": "classification", "metric": "accuracy"}
+    html = _section_learners(RunData(summary=summary, run_dir=tmp_path / "a"))
     assert "<td>lr</td><td>sklearn</td><td>scikit-learn</td>" in html
 
 
