@@ -302,3 +302,22 @@ def test_keras_builder_that_returns_no_model_is_refused_before_training(digits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_keras_on_jax_and_tensorflow_is_reproducible(digits, backend):
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None or importlib.util.find_spec(backend) is None:
+        pytest.skip(f"keras or {backend} is not installed")
+    from calipers._paths import add_model_dir
+
+    add_model_dir(EXAMPLES)
+    spec = NetworkSpec("keras_models:cnn", {"channels": 4, "dropout": 0.3}, learner="keras",
+                       options={"backend": backend})
+    a = _cv(digits, {"k": spec})
+    b = _cv(digits, {"k": spec})
+    for m in ("accuracy", "nll", "mutual_info"):
+        assert a.scores(m)["k"].tolist() == b.scores(m)["k"].tolist()
+    assert np.all(a.scores("mutual_info")["k"] > 0)
