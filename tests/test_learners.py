@@ -179,6 +179,25 @@ def test_a_failing_fold_saves_its_traceback_the_others_finish_and_resume_retries
     assert not err.exists()
 
 
+def test_the_calipers_learner_gives_the_protocol_face_of_calipers_loop(digits, tmp_path):
+    from calipers.learners.base import FitSettings, FoldData
+
+    spec = NetworkSpec("calipers.models:CNN", {"channels": 4, "dropout": 0.2})
+    fold = FoldData(digits.X[:120], digits.y[:120], "classification", 10, (1, 8, 8))
+    pred = get_learner("calipers").fit(spec, fold, seed=0,
+                                       settings=FitSettings(epochs=1, device="cpu"))
+    X = digits.X[120:150]
+    p = pred.predict(X)
+    assert p.shape == (30, 10) and np.allclose(p.sum(axis=1), 1)
+    mc = pred.predict_mc(X, 3, seed=1)
+    assert mc.shape == (3, 30, 10) and not np.allclose(mc[0], mc[1])
+    np.testing.assert_array_equal(pred.predict(X), p)
+    assert pred.save(tmp_path) == ["model.pt"]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert state.keys() == pred.model.state_dict().keys()
+    assert pred.describe()["n_params"] == sum(v.numel() for v in pred.model.parameters())
+
+
 # ----------------------------------------------------------------- config and checks
 
 
