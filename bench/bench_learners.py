@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -33,7 +31,6 @@ sys.path.insert(0, str(EXAMPLES))
 def _own_keras(X, y, Xte, epochs: int, seed: int) -> float:
     """Runs in the Keras worker: the user's own Keras fit + predict; returns seconds."""
     import keras
-
     import keras_models
 
     keras.utils.set_random_seed(seed)
@@ -53,9 +50,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    import torch_recipe
     from sklearn.linear_model import LogisticRegression
 
-    import torch_recipe
     from calipers._paths import add_model_dir
     from calipers.data import load_dataset
     from calipers.evaluation.cv import FoldSpec, NetworkSpec
