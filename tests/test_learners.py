@@ -340,3 +340,33 @@ def test_keras_on_jax_and_tensorflow_is_reproducible(digits, backend):
     for m in ("accuracy", "nll", "mutual_info"):
         assert a.scores(m)["k"].tolist() == b.scores(m)["k"].tolist()
     assert np.all(a.scores("mutual_info")["k"] > 0)
+
+
+# ----------------------------------------------------------------- lightning
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("lightning") is None,
+                    reason="lightning is not installed")
+def test_lightning_module_cross_validates_reproducibly_writing_only_the_run_folder(
+        digits, tmp_path, monkeypatch):
+    import lightning_module
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    spec = NetworkSpec(lightning_module.LitCNN, {"channels": 4, "dropout": 0.3},
+                       learner="lightning")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's advice on num_workers
+        a = _cv(digits, {"L": spec}, tmp_path / "a")
+        b = _cv(digits, {"L": spec}, tmp_path / "b")
+    for m in ("accuracy", "nll", "mutual_info"):
+        assert a.scores(m)["L"].tolist() == b.scores(m)["L"].tolist()
+    assert np.all(a.scores("mutual_info")["L"] > 0)
+    assert list(cwd.iterdir()) == []  # no lightning_logs, no checkpoints
+    info = __import__("json").loads((tmp_path / "a" / "L" / "fold-00" / "learner.json")
+                                    .read_text())
+    assert info["framework"] == "lightning" and info["n_params"] > 0
+    with pytest.raises(ConfigError, match="not a lightning.LightningModule"):
+        check_networks({"x": NetworkSpec("calipers.models:CNN", learner="lightning")}, digits,
+                       n_mc=0)

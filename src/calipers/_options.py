@@ -64,6 +64,7 @@ class LearnerKind(enum.StrEnum):
     FUNCTION = "function"
     SKLEARN = "sklearn"
     KERAS = "keras"
+    LIGHTNING = "lightning"
 
 
 class StatKind(enum.StrEnum):

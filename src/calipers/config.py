@@ -10,8 +10,8 @@ Keys follow design §3::
     [mc]       samples, tau
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
     [compare]  metric, alpha, a, b
-    [networks.NAME]  model, args, learner (calipers|function|sklearn|keras), fit, estimator,
-                     backend, output; [networks.NAME.train] overrides [train] for one network
+    [networks.NAME]  model, args, learner (calipers|function|sklearn|keras|lightning), fit,
+                     estimator, backend, output; [networks.NAME.train] overrides [train] for one network
 """
 
 from __future__ import annotations
@@ -133,11 +133,12 @@ class NetworkTrainConfig(BaseModel):
 
 
 #: The key naming what each learner trains (calipers.learners).
-_LEARNER_KEY = {"calipers": "model", "keras": "model", "function": "fit", "sklearn": "estimator"}
+_LEARNER_KEY = {"calipers": "model", "keras": "model", "lightning": "model", "function": "fit",
+                "sklearn": "estimator"}
 
 
 class NetworkConfig(_Section):
-    model: str | None = None        # learner calipers (the default) and keras
+    model: str | None = None        # learner calipers (the default), keras and lightning
     args: dict[str, Any] = Field(default_factory=dict)
     learner: str | None = None      # None: "calipers"
     fit: str | None = None          # learner "function": "pkg.module:fit"

@@ -146,6 +146,7 @@ _ADAPTERS: dict[str, str] = {
     "function": "calipers.learners.function:FunctionLearner",
     "sklearn": "calipers.learners.sklearn:SklearnLearner",
     "keras": "calipers.learners.keras:KerasLearner",
+    "lightning": "calipers.learners.lightning:LightningLearner",
 }
 
 
