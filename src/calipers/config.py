@@ -11,7 +11,8 @@ Keys follow design §3::
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
     [compare]  metric, alpha, a, b
     [networks.NAME]  model, args, learner (calipers|function|sklearn|keras|lightning), fit,
-                     estimator, backend, output; [networks.NAME.train] overrides [train] for one network
+                     estimator, backend, output; [networks.NAME.train] overrides [train] for
+                     one network
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ __all__ = ["Environment", "dependency_versions", "fingerprint", "load_env"]
 
 _PACKAGES = ("calipers", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "nibabel",
              "matplotlib", "monai", "nilearn", "numba",
-             "keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "lightning")  # calipers.learners
+             # frameworks of calipers.learners
+             "keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "lightning")
 
 
 @dataclass(frozen=True)
