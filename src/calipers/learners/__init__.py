@@ -5,13 +5,10 @@ the training samples of one fold and predicts the test samples; the engine score
 compares every learner's predictions the same way, on the same folds. ``calipers`` (the
 default) is calipers' own loop (:func:`calipers.evaluation.cv.run_fold`); the others are
 
-========== ================================================= =====================================
-learner    the network is named by                           module
-========== ================================================= =====================================
-function   ``fit = "pkg.module:fit"``, the user's own loop   :mod:`calipers.learners.function`
-sklearn    ``estimator = "sklearn.linear_model:Logistic…"``  :mod:`calipers.learners.sklearn`
-keras      ``model = "pkg.module:build"`` (Keras 3)          :mod:`calipers.learners.keras`
-========== ================================================= =====================================
+- ``function``: ``fit = "pkg.module:fit"``, the user's own loop (:mod:`.function`)
+- ``sklearn``: ``estimator = "sklearn.linear_model:LogisticRegression"`` (:mod:`.sklearn`)
+- ``keras``: ``model = "pkg.module:build"``, a Keras 3 model on any backend (:mod:`.keras`)
+- ``lightning``: ``model = "pkg.module:LitNet"``, a LightningModule (:mod:`.lightning`)
 
 The protocol every adapter implements is in :mod:`calipers.learners.base`; the fold task
 that runs any of them is :func:`calipers.learners.fold.learner_fold_task`.
