@@ -111,6 +111,26 @@ def test_sklearn_logistic_regression_cross_validates_reproducibly_and_saves(digi
     assert "<td>lr</td><td>sklearn</td><td>scikit-learn</td>" in html
 
 
+def test_sklearn_takes_an_estimator_object_and_seeds_its_random_state(digits):
+    from sklearn.ensemble import RandomForestClassifier
+
+    est = RandomForestClassifier(n_estimators=5)
+    spec = NetworkSpec(est, learner="sklearn")
+    assert spec.describe() == "sklearn RandomForestClassifier()"
+    a = _cv(digits, {"rf": spec}, n_mc=0)
+    b = _cv(digits, {"rf": spec}, n_mc=0)
+    assert a.scores("nll")["rf"].tolist() == b.scores("nll")["rf"].tolist()
+    assert est.random_state is None  # the user's object is cloned, not changed
+    from calipers.learners.base import FitSettings, FoldData
+
+    fold = FoldData(digits.X[:50], digits.y[:50], "classification", 10, (1, 8, 8))
+    fitted = get_learner("sklearn").fit(spec, fold, seed=2**40 + 7, settings=FitSettings())
+    assert fitted.est.random_state == 7  # the fold's seed, mod 2**32
+    fixed = NetworkSpec(est, {"random_state": 1}, learner="sklearn")
+    assert get_learner("sklearn").fit(fixed, fold, seed=5,
+                                      settings=FitSettings()).est.random_state == 1
+
+
 def test_sklearn_regression_reports_its_own_variance(rng):
     X = rng.normal(size=(60, 3)).astype(np.float32)
     y = (X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=60)).astype(np.float32)

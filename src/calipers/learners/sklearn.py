@@ -30,14 +30,15 @@ __all__ = ["SklearnLearner", "SklearnPredictor"]
 
 
 def _build(spec: NetworkSpec, name: str) -> Any:
+    if not isinstance(spec.model, (str, type)) and hasattr(spec.model, "fit"):
+        from sklearn.base import clone  # an estimator object (Python API): a fresh copy
+
+        est = clone(spec.model)
+        return est.set_params(**spec.args) if spec.args else est
     try:
         est = resolve_callable(spec.model)
     except ValueError as exc:
         raise ConfigError(f"networks.{name}.estimator: {exc}") from None
-    if not isinstance(est, type) and hasattr(est, "fit"):  # an estimator object (Python API)
-        from sklearn.base import clone
-
-        return clone(est).set_params(**spec.args) if spec.args else clone(est)
     try:
         return est(**spec.args)
     except TypeError as exc:
