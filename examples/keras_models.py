@@ -41,3 +41,8 @@ def mlp(input_shape, n_outputs, hidden=32, dropout=0.1):
 def not_a_model(input_shape, n_outputs):
     """A broken builder (for the tests): returns a layer, not a model."""
     return layers.Dense(n_outputs)
+
+
+def seven_outputs(input_shape, n_outputs):
+    """A broken builder (for the tests): ignores n_outputs and returns 7 logits."""
+    return mlp(input_shape, 7)
