@@ -130,8 +130,9 @@ class Learner(Protocol):
         missing."""
         ...
 
-    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> None:
-        """Refuse, before any training, a network that cannot run on ``data``."""
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
+        """Refuse, before any training, a network that cannot run on ``data``; return whether
+        the model has dropout (None: not known before it is trained)."""
         ...
 
     def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,

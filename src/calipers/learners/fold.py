@@ -42,7 +42,16 @@ def check_learner_network(name: str, spec: NetworkSpec, data: Any, *, n_mc: int)
                           f"and regression; data.task is {data.task!r}.")
     learner = get_learner(spec.learner)
     learner.require(name, spec)
-    learner.check(name, spec, data, n_mc=n_mc)
+    if learner.check(name, spec, data, n_mc=n_mc) is False and n_mc > 0:
+        _warn_no_dropout(name, spec, n_mc)
+
+
+def _warn_no_dropout(name: str, spec: NetworkSpec, n_mc: int) -> None:
+    """Once per network: before training when the learner knows (check_learner_network), else
+    at its first fold in this process."""
+    _WARNED.add(name)
+    warn_user(f"network {name!r} ({spec.describe()}) has no dropout: its {n_mc} MC samples "
+              "would all be equal, so its predictions are deterministic (mutual information 0).")
 
 
 def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,10 +122,7 @@ def _fit(spec: FoldSpec, data: Any) -> tuple[FoldResult, Predictor]:
         samples = pred.predict_mc(X_te, spec.n_mc,
                                   seed=child_seed(spec.seed, "mc", spec.network, spec.split))
         if samples is None and spec.network not in _WARNED:
-            _WARNED.add(spec.network)
-            warn_user(f"network {spec.network!r} ({spec.spec.describe()}) has no dropout: its "
-                      f"{spec.n_mc} MC samples would all be equal, so its predictions are "
-                      "deterministic (mutual information 0).")
+            _warn_no_dropout(spec.network, spec.spec, spec.n_mc)
     if data.task == "classification":
         out = _classification(pred, X_te, spec, data.n_outputs, samples)
         metrics = score_classification(y_te, out["proba"])

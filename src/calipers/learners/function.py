@@ -59,7 +59,7 @@ class FunctionLearner:
     def require(self, name: str, spec: NetworkSpec) -> None:
         return None
 
-    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> None:
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
         try:
             fn = resolve_callable(spec.model)
         except ValueError as exc:
@@ -67,12 +67,13 @@ class FunctionLearner:
         try:
             params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
-            return
+            return None
         if not params or next(iter(params.values())).kind not in (
                 inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
             raise ConfigError(f"networks.{name}.fit: {spec.describe()} must take the fold's "
                               "data as its first argument: fit(data, *, seed, device, "
                               "settings, **args) (calipers.learners.function).")
+        return None  # known once it is trained
 
     def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,
             settings: FitSettings) -> Predictor:

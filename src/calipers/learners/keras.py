@@ -112,7 +112,7 @@ class KerasLearner:
         require(module, learner=f"keras ({backend} backend)", network=name,
                 extra=_EXTRA[backend])
 
-    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> None:
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
         x = np.asarray(data.X[:2], dtype=np.float32)
         got = _call(_backend(spec), _probe, spec.model, dict(spec.args),
                     tuple(data.input_shape), int(data.n_outputs), x)
@@ -121,6 +121,7 @@ class KerasLearner:
             raise ConfigError(f"network {where}: {got['error']}")
         check_output_shape(np.empty(got["shape"]), task=data.task, n_outputs=data.n_outputs,
                            network=where)
+        return bool(got["dropout"])
 
     def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,
             settings: FitSettings) -> Predictor:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from calipers._seeds import seeded_torch, torch_generator
-from calipers.evaluation.contracts import check_network
+from calipers.evaluation.contracts import check_network, has_active_dropout
 from calipers.evaluation.cv import NetworkSpec
 from calipers.exceptions import ConfigError
 from calipers.models import build_network
@@ -59,10 +59,11 @@ class LightningLearner:
     def require(self, name: str, spec: NetworkSpec) -> None:
         require("lightning", learner="lightning", network=name, extra="lightning")
 
-    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> None:
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
         probe = _build(spec, name, tuple(data.input_shape), int(data.n_outputs))
         check_network(probe, data.X[:2], task=data.task, n_outputs=data.n_outputs,
                       network=f"{name!r} ({spec.describe()})")
+        return has_active_dropout(probe)
 
     def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,
             settings: FitSettings) -> Predictor:

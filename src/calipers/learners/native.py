@@ -32,12 +32,14 @@ class CalipersLearner:
     def require(self, name: str, spec: NetworkSpec) -> None:
         return None  # torch is a core dependency
 
-    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> None:
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
         extra = sorted(set(spec.train) - set(KNOWN_TRAIN_KEYS))
         if extra:
             raise ConfigError(f"networks.{name}.train: {extra} are not settings of calipers' "
                               f"own loop (it knows {', '.join(KNOWN_TRAIN_KEYS)}); pass-through "
-                              "options are for learners 'function', 'sklearn' and 'keras'.")
+                              "options are for learners 'function', 'sklearn', 'keras' and "
+                              "'lightning'.")
+        return None  # the engine checks calipers' own networks (check_networks)
 
     def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,
             settings: FitSettings) -> Predictor:

@@ -53,13 +53,14 @@ class SklearnLearner:
     def require(self, name: str, spec: NetworkSpec) -> None:
         return None  # scikit-learn is a core dependency
 
-    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> None:
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
         est = _build(spec, name)
         want = "predict_proba" if data.task == "classification" else "predict"
         if not (hasattr(est, "fit") and hasattr(est, want)):
             raise ConfigError(f"network {name!r}: {spec.describe()} gives a "
                               f"{type(est).__name__}, which has no fit and {want}; the sklearn "
                               f"learner needs an estimator with both for {data.task}.")
+        return False  # no MC passes: deterministic predictions
 
     def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,
             settings: FitSettings) -> Predictor:
