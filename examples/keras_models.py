@@ -29,13 +29,15 @@ def cnn(input_shape, n_outputs, channels=16, dropout=0.25, batch_norm=False):
     return keras.Model(inputs, outputs)
 
 
-def mlp(input_shape, n_outputs, hidden=32, dropout=0.1):
-    """A one-hidden-layer MLP on flattened inputs; returns logits (or means)."""
+def mlp(input_shape, n_outputs, hidden=32, dropout=0.1, softmax=False):
+    """A one-hidden-layer MLP on flattened inputs; returns logits (or means), or with
+    ``softmax=True`` probabilities (then say ``output = "probabilities"``)."""
     inputs = keras.Input(shape=tuple(input_shape))
     x = layers.Flatten()(inputs)
     x = layers.Dense(hidden, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, layers.Dense(n_outputs)(x))
+    outputs = layers.Dense(n_outputs, activation="softmax" if softmax else None)(x)
+    return keras.Model(inputs, outputs)
 
 
 def not_a_model(input_shape, n_outputs):

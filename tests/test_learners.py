@@ -304,6 +304,23 @@ def test_keras_on_torch_cross_validates_reproducibly(digits, tmp_path):
 
 
 @keras_missing
+def test_keras_output_probabilities_is_taken_as_said_and_checked(digits):
+    from calipers._paths import add_model_dir
+
+    add_model_dir(EXAMPLES)
+    probs = NetworkSpec("keras_models:mlp", {"softmax": True}, learner="keras",
+                        options={"output": "probabilities"}, train={"epochs": 15})
+    res = _cv(digits, {"p": probs}, n_mc=0)
+    assert res.scores("accuracy")["p"].mean() > 0.6
+    assert res.scores("entropy")["p"].mean() < 0.8 * np.log(10)  # no second softmax
+    logits = NetworkSpec("keras_models:mlp", learner="keras", options={"output": "probabilities"})
+    with pytest.raises(TaskError) as exc:
+        _cv(digits, {"l": logits}, n_mc=0)
+    assert all(isinstance(c, ConfigError) and "say output = 'logits'" in str(c)
+               for c in _causes(exc))
+
+
+@keras_missing
 def test_keras_mc_dropout_leaves_batchnorm_statistics_unchanged(digits):
     from calipers._paths import add_model_dir
     from calipers.learners import keras as kl
