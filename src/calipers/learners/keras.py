@@ -54,13 +54,18 @@ _EXTRA = {"torch": "keras", "jax": "keras", "tensorflow": "tensorflow"}
 # --------------------------------------------------------------------------- parent side
 
 _POOLS: dict[str, ProcessPoolExecutor] = {}
+_POOL_DIRS: dict[str, tuple[str, ...]] = {}  # the config folders each worker can import from
 
 
 def _pool(backend: str) -> ProcessPoolExecutor:
+    dirs = tuple(str(d) for d in _MODEL_DIRS)
+    if backend in _POOLS and _POOL_DIRS[backend] != dirs:  # a config from a new folder
+        _POOLS.pop(backend).shutdown(wait=True)
     if backend not in _POOLS:
         _POOLS[backend] = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(backend, [str(d) for d in _MODEL_DIRS]))
+            initializer=_init_worker, initargs=(backend, list(dirs)))
+        _POOL_DIRS[backend] = dirs
     return _POOLS[backend]
 
 
