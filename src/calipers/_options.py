@@ -14,8 +14,8 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["DataKind", "DeviceKind", "PredictionTask", "StatKind", "Task", "did_you_mean",
-           "look_up_option"]
+__all__ = ["DataKind", "DeviceKind", "LearnerKind", "PredictionTask", "StatKind", "Task",
+           "did_you_mean", "look_up_option"]
 
 
 class Task(enum.StrEnum):
@@ -55,6 +55,17 @@ class DeviceKind(enum.StrEnum):
 
 
 _SYNONYMS = {"gpu": DeviceKind.CUDA.value}
+
+
+class LearnerKind(enum.StrEnum):
+    """``learner`` of a ``[networks.NAME]`` table: who trains the network
+    (:mod:`calipers.learners`)."""
+
+    CALIPERS = "calipers"
+    FUNCTION = "function"
+    SKLEARN = "sklearn"
+    KERAS = "keras"
+    LIGHTNING = "lightning"
 
 
 class StatKind(enum.StrEnum):

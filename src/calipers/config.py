@@ -10,7 +10,9 @@ Keys follow design §3::
     [mc]       samples, tau
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
     [compare]  metric, alpha, a, b, rope (margin of equivalence; points for rates)
-    [networks.NAME]  model, args
+    [networks.NAME]  model, args, learner (calipers|function|sklearn|keras|lightning), fit,
+                     estimator, backend, output; [networks.NAME.train] overrides [train] for
+                     one network
     [executor] kind (serial|local|slurm), workers, threads, retries, chunks, partition, time,
                gpus_per_task, cpus_per_task, mem, account, qos, additional, setup, container,
                binds, max_parallel (optional; where tasks run, not part of the experiment)
@@ -24,9 +26,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from calipers._options import DeviceKind, did_you_mean
+from calipers._options import DeviceKind, LearnerKind, did_you_mean, look_up_option
 from calipers._paths import add_model_dir
 from calipers.exceptions import ConfigError
 
@@ -147,9 +149,53 @@ class ExecutorConfig(_Section):
     max_parallel: int | None = Field(None, ge=1)
 
 
+class NetworkTrainConfig(BaseModel):
+    """``[networks.NAME.train]``: overrides ``[train]`` for one network; other keys pass
+    through to the framework's own fit (docs/frameworks.md)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    weight_decay: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+#: The key naming what each learner trains (calipers.learners).
+_LEARNER_KEY = {"calipers": "model", "keras": "model", "lightning": "model", "function": "fit",
+                "sklearn": "estimator"}
+
+
 class NetworkConfig(_Section):
-    model: str
+    model: str | None = None        # learner calipers (the default), keras and lightning
     args: dict[str, Any] = Field(default_factory=dict)
+    learner: str | None = None      # None: "calipers"
+    fit: str | None = None          # learner "function": "pkg.module:fit"
+    estimator: str | None = None    # learner "sklearn": "sklearn.linear_model:LogisticRegression"
+    backend: Literal["jax", "torch", "tensorflow"] | None = None   # learner "keras"
+    output: Literal["logits", "probabilities"] | None = None       # learner "keras"
+    train: NetworkTrainConfig | None = None
+
+    @field_validator("learner")
+    @classmethod
+    def _learner(cls, v: str | None) -> str | None:
+        return None if v is None else look_up_option(v, LearnerKind, name="learner")
+
+    @model_validator(mode="after")
+    def _learner_keys(self) -> NetworkConfig:
+        kind = self.learner or "calipers"
+        need = _LEARNER_KEY[kind]
+        if getattr(self, need) is None:
+            raise ValueError(f"learner = {kind!r} needs {need} = \"module:callable\"")
+        for key in ("model", "fit", "estimator"):
+            if key != need and getattr(self, key) is not None:
+                owners = [k for k, v in _LEARNER_KEY.items() if v == key]
+                raise ValueError(f"{key} is for learner = {' or '.join(map(repr, owners))}; this "
+                                 f"network's learner is {kind!r} (it reads {need})")
+        for key in ("backend", "output"):
+            if getattr(self, key) is not None and kind != "keras":
+                raise ValueError(f"{key} is for learner = 'keras' only (Keras 3 chooses its "
+                                 f"backend per process); this network's learner is {kind!r}")
+        return self
 
 
 class ExperimentConfig(_Section):

@@ -88,6 +88,8 @@ def batched_reason(spec: NetworkSpec, data: Dataset) -> str | None:
     """
     if data.task not in ("classification", "regression"):
         return f"task is {data.task!r} (the engine trains classification and regression MLPs)"
+    if spec.learner != "calipers":
+        return f"learner {spec.learner!r} trains it (calipers.learners)"
     if resolve_callable(spec.model) is not _mlp():  # a bad model name raises ValueError
         return f"{spec.describe()} is not calipers.models:MLP"
     extra = sorted(set(spec.args) - set(_MLP_ARGS))

@@ -40,11 +40,16 @@ class NetworkSpec:
 
     model: Any
     args: Mapping[str, Any] = field(default_factory=dict)
+    learner: str = "calipers"   # who trains it (calipers.learners); "calipers": run_fold
+    options: Mapping[str, Any] = field(default_factory=dict)  # the learner's (backend, output)
+    train: Mapping[str, Any] = field(default_factory=dict)    # [networks.NAME.train] overrides
 
     def describe(self) -> str:
-        name = self.model if isinstance(self.model, str) else getattr(self.model, "__name__", "?")
+        name = self.model if isinstance(self.model, str) else getattr(
+            self.model, "__name__", type(self.model).__name__)
         args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
-        return f"{name}({args})"
+        where = "" if self.learner == "calipers" else f"{self.learner} "
+        return f"{where}{name}({args})"
 
 
 @dataclass(frozen=True)
@@ -176,8 +181,9 @@ def save_fold(run_dir: str | Path, result: FoldResult, spec: FoldSpec) -> Path:
     marker; NOTE [Atomic writes] in ``runs.py``). Returns the path of ``metrics.json``."""
     d = fold_dir(run_dir, result.network, result.split)
     save_npz(d / "predictions.npz", result.predictions)
-    with atomic_path(d / "model.pt") as tmp:
-        torch.save(result.state_dict, tmp)
+    if result.state_dict is not None:  # other learners save their own model (calipers.learners)
+        with atomic_path(d / "model.pt") as tmp:
+            torch.save(result.state_dict, tmp)
     undefined = _undefined(result)
     info: dict[str, Any] = {
         "network": result.network, "split": result.split, "model": spec.spec.describe(),

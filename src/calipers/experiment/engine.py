@@ -37,6 +37,8 @@ from calipers.evaluation.cv import (
 from calipers.evaluation.folds import Folds, check_cv
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
+from calipers.learners.base import get_learner, network_options
+from calipers.learners.fold import check_learner_network, learner_fold_task
 from calipers.models import build_network
 from calipers.runs import fold_dir
 from calipers.segmentation.experiment import check_segmentation_network, run_segmentation_fold
@@ -80,6 +82,11 @@ def check_networks(networks: Mapping[str, NetworkSpec], data: Any, *, n_mc: int,
         raise ConfigError("no networks given; add at least one [networks.NAME] table.")
     runner = RUNNERS[_look_up_option(data.task, RUNNERS, what="task")]
     for name, spec in networks.items():
+        if spec.learner != "calipers":  # another framework trains it (calipers.learners)
+            check_learner_network(name, spec, data, n_mc=n_mc)
+            continue
+        if spec.train:
+            get_learner("calipers").check(name, spec, data, n_mc=n_mc)
         probe = build_network(spec.model, spec.args, input_shape=data.input_shape,
                               n_outputs=data.n_outputs)
         if n_mc > 0 and not has_dropout(probe):
@@ -144,7 +151,8 @@ def _plan(data: Any, networks: Mapping[str, NetworkSpec], folds: Folds, *,
         todo = tuple(j for j in range(len(folds))
                      if run_dir is None or not _marker(run_dir, name, j).exists())
         last = todo[-1] if todo else len(folds) - 1  # written last: the task's marker
-        kwargs = dict(name=name, spec=networks[name], data=data, folds=folds, options=options,
+        kwargs = dict(name=name, spec=networks[name], data=data, folds=folds,
+                      options=network_options(options, networks[name]),
                       n_mc=n_mc, tau=tau, seed=seed, search=search, batched=batched,
                       run_dir=run_dir, todo=todo, progress=progress)
         planned.append(_Planned(
@@ -154,12 +162,16 @@ def _plan(data: Any, networks: Mapping[str, NetworkSpec], folds: Folds, *,
     for name, spec in networks.items():
         if name in stacked:
             continue
+        opts = network_options(options, spec)  # [networks.NAME.train]
         for j, (tr, te) in enumerate(folds):
-            fs = FoldSpec(name, spec, j, tr, te, seed, options, n_mc, tau)
-            kwargs = dict(fold_fn=fold_fn, spec=fs, data=data, n_splits=len(folds),
-                          run_dir=run_dir, progress=progress, deterministic=det)
+            fs = FoldSpec(name, spec, j, tr, te, seed, opts, n_mc, tau)
+            kwargs = dict(spec=fs, data=data, n_splits=len(folds), run_dir=run_dir,
+                          progress=progress)
+            fn: Callable[..., Any] = learner_fold_task  # another framework (calipers.learners)
+            if spec.learner == "calipers":
+                fn, kwargs = fold_task, dict(kwargs, fold_fn=fold_fn, deterministic=det)
             planned.append(_Planned(
-                Task(f"{name}/fold-{j:02d}", fold_task, kwargs,
+                Task(f"{name}/fold-{j:02d}", fn, kwargs,
                      None if run_dir is None else _marker(run_dir, name, j)),
                 ((name, j),)))
     return planned

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from calipers.batched.cv import SearchSettings, batched_reason
-from calipers.config import ExperimentConfig, parse_config
+from calipers.config import ExperimentConfig, NetworkConfig, parse_config
 from calipers.data import load_dataset
 from calipers.evaluation.cv import CVProgress, CVResult, NetworkSpec
 from calipers.evaluation.folds import Folds, make_folds
@@ -64,6 +64,16 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
         },
     }
     return parse_config(raw)
+
+
+def network_spec(net: NetworkConfig) -> NetworkSpec:
+    """The :class:`NetworkSpec` of a ``[networks.NAME]`` table (its learner, what the learner
+    trains, ``backend``/``output`` and ``[networks.NAME.train]``)."""
+    learner = net.learner or "calipers"
+    what = {"function": net.fit, "sklearn": net.estimator}.get(learner, net.model)
+    options = {k: v for k in ("backend", "output") if (v := getattr(net, k)) is not None}
+    train = net.train.model_dump(exclude_none=True) if net.train is not None else {}
+    return NetworkSpec(what, dict(net.args), learner, options, train)
 
 
 def _same_config(old_text: str, new_text: str) -> bool:
@@ -162,7 +172,7 @@ def run_experiment(
     config_text = config.to_toml()
     _check_resume(run_dir, config_text, folds.hash)
     check_data(run_dir, setup.fingerprint)  # NOTE [Data fingerprint]
-    networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
+    networks = {name: network_spec(n) for name, n in config.networks.items()}
     check_networks(networks, data, n_mc=config.mc.samples,
                    active_dropout=True)  # before anything is written
     reasons = {name: batched_reason(spec, data) for name, spec in networks.items()}

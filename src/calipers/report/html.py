@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from calipers.gpu.report import gpu_section  # "" without RUN/gpu.json
 from calipers.report import plots
 from calipers.report.headline import chosen_label, summary_headline
 from calipers.report.run_data import RunData, _pooled, load_run
+from calipers.runs import read_json
 
 __all__ = ["RunData", "env_lines", "headline", "load_run", "render_report"]
 
@@ -219,6 +221,36 @@ def _section_networks(run: RunData) -> str:
     table = _table(["network", "metric", "mean ± std over folds", "95% CI (corrected)", "folds"],
                    rows)
     return f"<h2>Networks</h2>{table}"
+
+
+def _section_learners(run: RunData) -> str:
+    """Who trained each network (``fold-XX/learner.json``, calipers.learners) and its training
+    time per fold (``metrics.json`` seconds): frameworks and backends side by side."""
+    if run.run_dir is None:
+        return ""
+    rows = []
+    for net in run.networks:
+        secs, info = [], {}
+        for f in sorted(Path(run.run_dir, net).glob("fold-*")):
+            try:
+                secs.append(float(read_json(f / "metrics.json")["seconds"]))
+                if (f / "learner.json").is_file():
+                    info = read_json(f / "learner.json")
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if not secs:
+            continue
+        backend = info.get("backend", "torch")
+        version = info.get("backend_version") or info.get("version", "")
+        rows.append((net, info.get("learner", "calipers"), info.get("framework", "calipers"),
+                     f"{backend} {version}".strip(), info.get("device", "—"),
+                     info.get("n_params", "—"),
+                     f"{np.median(secs):.2f} ({min(secs):.2f}–{max(secs):.2f})"))
+    if not rows:
+        return ""
+    table = _table(["network", "learner", "framework", "backend", "device", "parameters",
+                    "training s per fold: median (range)"], rows)
+    return f"<h2>Learners and training time</h2>{table}"
 
 
 def _fold_scores(run: RunData, metric: str, net: str) -> np.ndarray:
@@ -507,7 +539,8 @@ def _render(run: RunData, *, dpi: int) -> tuple[str, _FigureSet]:
         gpu = gpu_section(run.run_dir, lambda fig, alt: _img(fig, alt, dpi=dpi, name="gpu"))
         parts = [
             _section_header(run), _section_verdict(run), _verdict_numbers(run),
-            _section_networks(run), _section_fold_scores(run, dpi=dpi), pairs, uncertainty,
+            _section_networks(run), _section_learners(run), _section_fold_scores(run, dpi=dpi),
+            pairs, uncertainty,
             *([gpu] if gpu else []), _section_provenance(run),
         ]
     title = f"calipers report: {run.name}"

@@ -23,7 +23,9 @@ from typing import Any
 __all__ = ["Environment", "dependency_versions", "fingerprint", "load_env"]
 
 _PACKAGES = ("calipers", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "nibabel",
-             "matplotlib", "monai", "nilearn", "numba")
+             "matplotlib", "monai", "nilearn", "numba",
+             # frameworks of calipers.learners
+             "keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "lightning")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,185 @@
+"""The learner protocol: what a network must give the engine, whoever trains it.
+
+# NOTE [Learner protocol]
+A :class:`Learner` fits a fresh model on the training samples of one fold
+(:class:`FoldData`), with the fold's seed and a device, and returns a :class:`Predictor`. The
+predictor gives, for test samples,
+
+==============  ===========================================  ==================================
+task            ``predict(X)``                               ``predict_mc(X, n_mc, seed)``
+==============  ===========================================  ==================================
+classification  probabilities ``(N, n_classes)``, rows sum    ``(n_mc, N, n_classes)``
+                to one
+regression      means ``(N, n_targets)`` (standardised        ``(n_mc, N, n_targets)``
+                targets, see below)
+==============  ===========================================  ==================================
+
+``predict_mc`` draws T stochastic passes (MC dropout: dropout on, BatchNorm in inference mode)
+and returns None for a model without dropout; ``variance(X)`` is a regression model's own
+predictive variance (or None); ``save(folder)`` writes the model's files (atomically) and
+returns their names; ``describe()`` says framework, version, backend, device and parameter
+count. The engine (:mod:`calipers.learners.fold`) checks shapes and probabilities, computes
+every metric and uncertainty measure from these arrays, and saves the fold like any other.
+
+Every learner sees the same preprocessing as calipers' own loop: tables (2-D ``X``) are
+standardised with the training split's mean and standard deviation; regression targets are
+standardised likewise and the predictions mapped back to the original units.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from calipers._options import LearnerKind, look_up_option
+from calipers.evaluation.cv import NetworkSpec
+from calipers.evaluation.train import TrainOptions
+from calipers.exceptions import ConfigError
+
+__all__ = ["FitSettings", "FoldData", "Learner", "Predictor", "get_learner", "network_options",
+           "require"]
+
+#: Training settings a ``[networks.NAME.train]`` table may override; others pass through.
+KNOWN_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The training samples of one fold, as a learner gets them.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_train, *sample_shape), float32
+        Inputs (tables standardised with this split's mean and std; images as loaded).
+    y : ndarray
+        Class indices ``0..n_outputs-1`` (int64) or standardised regression targets
+        (float32, ``(n_train,)`` or ``(n_train, n_targets)``).
+    task : {"classification", "regression"}
+    n_outputs : int
+        Classes, or regression targets.
+    input_shape : tuple of int
+        One sample's shape, ``X.shape[1:]``.
+    network, split : str, int
+        Which network and which split (for messages and file names).
+    """
+
+    X: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    task: str
+    n_outputs: int
+    input_shape: tuple[int, ...]
+    network: str = ""
+    split: int = 0
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to train, from ``[train]`` with the network's ``[networks.NAME.train]`` on top.
+
+    ``extra`` holds the keys calipers does not know (passed through to the framework's fit,
+    e.g. ``shuffle`` for Keras or ``momentum`` for a user's loop).
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    device: str = "auto"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Predictor:
+    """A fitted model of one fold (NOTE [Learner protocol]); adapters subclass it."""
+
+    framework: str = "?"
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, C)`` (classification) or means ``(N, k)`` (regression)."""
+        raise NotImplementedError
+
+    def predict_mc(self, X: np.ndarray, n_mc: int, *, seed: int) -> np.ndarray | None:
+        """``n_mc`` stochastic passes ``(n_mc, N, C|k)``; None when the model has no dropout."""
+        return None
+
+    def variance(self, X: np.ndarray) -> np.ndarray | None:
+        """The model's own predictive variance ``(N, k)`` (regression), or None."""
+        return None
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the model's files into ``folder`` (atomically); return their names."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """``framework``, ``version``, ``backend``, ``device``, ``n_params`` (where known)."""
+        return {"framework": self.framework}
+
+
+class Learner(Protocol):
+    """Fits one network of one fold (NOTE [Learner protocol])."""
+
+    name: str
+
+    def require(self, name: str, spec: NetworkSpec) -> None:
+        """Raise :class:`ConfigError` with the ``pip install`` line when the framework is
+        missing."""
+        ...
+
+    def check(self, name: str, spec: NetworkSpec, data: Any, *, n_mc: int) -> bool | None:
+        """Refuse, before any training, a network that cannot run on ``data``; return whether
+        the model has dropout (None: not known before it is trained)."""
+        ...
+
+    def fit(self, spec: NetworkSpec, fold: FoldData, *, seed: int,
+            settings: FitSettings) -> Predictor:
+        """Train a fresh model on ``fold`` and return its predictor."""
+        ...
+
+
+#: Where each learner's adapter lives (imported on first use).
+_ADAPTERS: dict[str, str] = {
+    "calipers": "calipers.learners.native:CalipersLearner",
+    "function": "calipers.learners.function:FunctionLearner",
+    "sklearn": "calipers.learners.sklearn:SklearnLearner",
+    "keras": "calipers.learners.keras:KerasLearner",
+    "lightning": "calipers.learners.lightning:LightningLearner",
+}
+
+
+def get_learner(name: str) -> Learner:
+    """The adapter of learner ``name`` (``"calipers"``, ``"function"``, ``"sklearn"``,
+    ``"keras"``); an unknown name raises :class:`ConfigError` with a suggestion."""
+    try:
+        name = look_up_option(name, LearnerKind, name="learner")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    module, attr = _ADAPTERS[name].split(":")
+    return getattr(importlib.import_module(module), attr)()
+
+
+def require(module: str, *, learner: str, network: str, extra: str) -> None:
+    """Raise :class:`ConfigError` naming the ``pip install`` line when ``module`` is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"network {network!r} uses learner {learner!r}, which needs "
+                          f"{module}; it is not installed. Install it with: "
+                          f"pip install 'calipers[{extra}]'")
+
+
+def network_options(options: TrainOptions, spec: NetworkSpec) -> TrainOptions:
+    """``options`` with the network's ``[networks.NAME.train]`` overrides it knows applied."""
+    known = {k: spec.train[k] for k in KNOWN_TRAIN_KEYS if spec.train.get(k) is not None}
+    return replace(options, **known) if known else options
+
+
+def fit_settings(options: TrainOptions, spec: NetworkSpec, device: str) -> FitSettings:
+    """The :class:`FitSettings` of one network (overrides applied, the rest in ``extra``)."""
+    opts = network_options(options, spec)
+    names = {f.name for f in fields(FitSettings)}
+    extra = {k: v for k, v in spec.train.items() if k not in KNOWN_TRAIN_KEYS}
+    kw = {k: getattr(opts, k) for k in names if k not in ("extra", "device")}
+    return FitSettings(**kw, device=device, extra=extra)
