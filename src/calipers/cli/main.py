@@ -70,7 +70,9 @@ def _render_summary(summary) -> None:
     metric = d["metric"]
     from calipers.evaluation.metrics import METRICS
 
-    table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)")
+    held = d.get("protocol") == "holdout"
+    table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std, 95% CI)" if not held
+                  else f"{metric} on one held-out test set (value ± bootstrap SE, 95% CI)")
     table.add_column("network")
     extra = ("nll", "ece", "entropy", "rmse", "gaussian_nll", "log_likelihood")
     for m in (metric, *(m for m in extra
@@ -83,10 +85,18 @@ def _render_summary(summary) -> None:
             s = per[m]
             k = 100 if m in METRICS and METRICS[m].percent_points else 1
             unit = "%" if k == 100 else ""
+            if held:  # one split: test-set value, bootstrap SE and interval (or a point)
+                se, lo = s.get("se"), s.get("ci_low")
+                cells.append(f"{k * s['mean']:.2f}{unit}" + ("" if se is None else
+                             f" ± {k * se:.2f} [{k * lo:.2f}, {k * s['ci_high']:.2f}]"))
+                continue
             cells.append(f"{k * s['mean']:.2f}{unit} ± {k * s['std']:.2f} "
                          f"[{k * s['ci_low']:.2f}, {k * s['ci_high']:.2f}]")
         table.add_row(name, *cells)
     console.print(table)
+    if held:
+        first = next(iter(d["networks"].values()))[metric]
+        console.print(f"Intervals: {first['interval']}.", highlight=False)
     if "sentence" in d:
         console.print(f"[bold]Verdict:[/] {d['comparison']['sentence']}", highlight=False)
         if len(d["networks"]) > 2:

@@ -20,6 +20,7 @@ from calipers.evaluation.folds import make_folds
 from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
+from calipers.experiment.holdout import check_summarizable
 from calipers.experiment.summary import RunSummary, summarize, write_summary
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
@@ -122,6 +123,7 @@ def run_experiment(
                 raise ConfigError(f"networks.{name}: [search] needs calipers.models:MLP "
                                   f"networks on a one-target regression table; {why}.")
     _check_compare_metric(config, reasons)
+    check_summarizable(folds, task=data.task, metric=config.compare.metric)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())

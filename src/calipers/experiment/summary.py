@@ -19,6 +19,7 @@ from calipers.evaluation.metrics import METRICS
 from calipers.exceptions import FoldMismatchError
 from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
 from calipers.stats.compare import Comparison, compare, describe_scores
+from calipers.stats.holdout import HoldoutComparison
 
 __all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
 
@@ -35,8 +36,9 @@ class RunSummary:
     n_splits: int
     n_repeats: int
     networks: dict[str, dict[str, dict[str, Any]]] = field(repr=False)
-    comparison: Comparison | None = field(repr=False)
+    comparison: Comparison | HoldoutComparison | None = field(repr=False)
     pair: tuple[str, str] | None = None
+    protocol: str = "cv"  # "holdout": one split, intervals over its test samples
 
     @property
     def sentence(self) -> str:
@@ -59,6 +61,8 @@ class RunSummary:
             "n_folds": self.n_splits // max(self.n_repeats, 1), "n_repeats": self.n_repeats,
             "n_splits": self.n_splits, "networks": self.networks,
         }
+        if self.protocol != "cv":
+            out["protocol"] = self.protocol
         if self.comparison is not None:
             cmp = self.comparison.to_dict()
             out.update(comparison=self._pair_dict(), pairs=cmp["pairs"], best=cmp["best"],
@@ -93,6 +97,13 @@ def summarize(
         lacking = [n for n in names if any(metric not in r.metrics for r in cv.results[n])]
         raise ValueError(f"metric {metric!r} is missing from the folds of {lacking}; compare on "
                          f"one every network reports: {', '.join(metric_names)}.")
+    if len(cv.folds) == 1:  # one held-out split: intervals and tests over its test samples
+        from calipers.experiment.holdout import summarize_holdout
+
+        nets, held = summarize_holdout(cv, names, metric_names, metric=metric, alpha=alpha,
+                                       seed=seed)
+        return RunSummary(cv.task, metric, 1, 1, nets, held,
+                          (a, b) if a is not None and b is not None else None, "holdout")
     networks = {n: {m: describe_scores(cv.scores(m)[n]).to_dict() for m in metric_names}
                 for n in names}
     comparison = None

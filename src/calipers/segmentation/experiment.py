@@ -18,6 +18,7 @@ classes, label values, the padded input shape and the padding multiple.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ import numpy as np
 from calipers._seeds import child_seed, seeded_torch
 from calipers.config import ExperimentConfig
 from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, cross_validate
-from calipers.evaluation.folds import make_folds
+from calipers.evaluation.folds import Folds, make_folds
 from calipers.evaluation.metrics import dice_per_class, uncertainty_auroc
 from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
-from calipers.exceptions import ConfigError
+from calipers.exceptions import CalipersWarning, ConfigError
+from calipers.experiment.holdout import check_summarizable
 from calipers.experiment.runner import ExperimentResult, _check_resume, finish_run
 from calipers.models import build_network
 from calipers.repro.determinism import deterministic
@@ -41,7 +43,7 @@ from calipers.segmentation.maps import mc_segment
 from calipers.segmentation.train import fit_segmentation
 from calipers.uncertainty.mc import has_dropout
 
-__all__ = ["run_segmentation_experiment", "run_segmentation_fold"]
+__all__ = ["run_segmentation_experiment", "run_segmentation_fold", "unseen_classes"]
 
 _MULTIPLE = 16       # padded sizes are multiples of this (U-Nets of up to 5 levels)
 _PREVIEW_SIDE = 128  # preview slices are subsampled to at most this many pixels a side
@@ -59,6 +61,30 @@ def _check_networks(networks: dict[str, NetworkSpec], data: SegmentationData, n_
         if any(s % m for s in data.input_shape[1:]):
             raise ConfigError(f"network {name!r} needs sizes divisible by {m}; the data are "
                               f"padded to {data.input_shape[1:]}. Use fewer levels in channels.")
+
+
+def unseen_classes(data: SegmentationData, folds: Folds) -> dict[str, dict[str, int]]:
+    """Per split, the number of test volumes holding each class that no training volume of
+    that split holds (``{"0": {"2": 3}}``: split 0, class 2, 3 volumes); warns once per split.
+
+    Their Dice for that class scores a class the network never saw: it is kept in the metrics,
+    but the warning and the count in ``segmentation.json`` say so.
+    """
+    present = np.stack([np.bincount(v.reshape(-1), minlength=data.n_outputs) > 0
+                        for v in data.y])  # (N, C): class c occurs in volume i
+    out: dict[str, dict[str, int]] = {}
+    for j, (tr, te) in enumerate(folds):
+        seen = present[tr].any(axis=0)
+        counts = {str(c): int(present[te, c].sum()) for c in range(1, data.n_outputs)
+                  if not seen[c] and present[te, c].any()}
+        if counts:
+            out[str(j)] = counts
+            desc = ", ".join(f"class {c} in {k} volume(s)" for c, k in counts.items())
+            warnings.warn(f"split {j}: test volumes hold classes no training volume has "
+                          f"({desc}); their Dice scores a class the network never learned. "
+                          "Counted in segmentation.json (unseen_classes).", CalipersWarning,
+                          stacklevel=3)
+    return out
 
 
 def _preview(x: np.ndarray) -> np.ndarray:
@@ -161,10 +187,13 @@ def run_segmentation_experiment(
     _check_resume(run_dir, config_text, folds.hash)
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)
+    check_summarizable(folds, task="segmentation", metric=config.compare.metric)
+    unseen = unseen_classes(data, folds)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
-    atomic_write_json(run_dir / "segmentation.json", _data_info(data, config))
+    atomic_write_json(run_dir / "segmentation.json", {**_data_info(data, config),
+                                                      "unseen_classes": unseen})
     t = config.train
     options = TrainOptions(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                            weight_decay=t.weight_decay, device=t.device, amp=t.amp)
