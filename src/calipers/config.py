@@ -9,6 +9,8 @@ Keys follow design §3::
     [mc]       samples, tau
     [search]   dropout, tau, inner_fraction, criterion, mc_samples, lengthscale (optional)
     [compare]  metric, alpha, a, b
+    [segmentation]  patch, foreground, schedule, warmup_epochs, augment (optional; task
+               segmentation: random patches, MONAI augmentation, LR schedule)
     [networks.NAME]  model, args
 """
 
@@ -106,6 +108,16 @@ class CompareConfig(_Section):
     b: str | None = None
 
 
+class SegmentationConfig(_Section):
+    """Segmentation training recipe (:class:`calipers.segmentation.train.SegmentationRecipe`)."""
+
+    patch: list[int] | None = None  # random crops of this size instead of whole images
+    foreground: float = Field(0.0, ge=0, le=1)  # fraction of crops centred on foreground
+    schedule: Literal["constant", "cosine", "poly"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    augment: bool = False  # MONAI flips, small affine, gamma
+
+
 class NetworkConfig(_Section):
     model: str
     args: dict[str, Any] = Field(default_factory=dict)
@@ -120,6 +132,7 @@ class ExperimentConfig(_Section):
     mc: MCConfig = Field(default_factory=MCConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     search: SearchConfig | None = None
+    segmentation: SegmentationConfig | None = None
     networks: dict[str, NetworkConfig] = Field(min_length=1)
 
     @field_validator("networks")
@@ -138,7 +151,7 @@ class ExperimentConfig(_Section):
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "cv": CVConfig, "train": TrainConfig, "mc": MCConfig,
-    "compare": CompareConfig, "search": SearchConfig,
+    "compare": CompareConfig, "search": SearchConfig, "segmentation": SegmentationConfig,
 }
 
 
@@ -200,6 +213,9 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
                 cfg = cfg.model_copy(update={section: sub})
     if cfg.search is not None:
         _check_search(cfg)
+    if cfg.segmentation is not None and cfg.data.task != "segmentation":
+        raise ConfigError(f"segmentation: [segmentation] sets the training recipe of "
+                          f"segmentation networks; data.task is {cfg.data.task!r}. Remove it.")
     if not cfg.cv.shuffle and cfg.cv.repeats > 1:
         raise ConfigError(f"cv.repeats = {cfg.cv.repeats} with shuffle = false repeats the same "
                           "folds; set repeats = 1 or shuffle = true.")

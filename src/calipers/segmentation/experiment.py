@@ -19,6 +19,7 @@ classes, label values, the padded input shape and the padding multiple.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text
 from calipers.segmentation.data import SegmentationData, crop_to, load_segmentation, pad_to
 from calipers.segmentation.maps import mc_segment
-from calipers.segmentation.train import fit_segmentation
+from calipers.segmentation.train import SegmentationRecipe, fit_segmentation
 from calipers.uncertainty.mc import has_dropout
 
 __all__ = ["run_segmentation_experiment", "run_segmentation_fold", "unseen_classes"]
@@ -135,15 +136,17 @@ def _score_volumes(model, spec: FoldSpec, data: SegmentationData) -> tuple[dict,
 
 
 def run_segmentation_fold(spec: FoldSpec, data: SegmentationData, *,
-                          progress: CVProgress | None = None) -> FoldResult:
-    """Build a fresh network, train it on ``spec.train`` volumes, MC-segment ``spec.test``."""
+                          progress: CVProgress | None = None,
+                          recipe: SegmentationRecipe | None = None) -> FoldResult:
+    """Build a fresh network, train it on ``spec.train`` volumes (with ``recipe``: patches,
+    augmentation, LR schedule), MC-segment ``spec.test``."""
     # A fresh network per fold: no fold may see weights trained on another fold's test set.
     with seeded_torch(child_seed(spec.seed, "init", spec.network, spec.split)):
         model = build_network(spec.spec.model, spec.spec.args, input_shape=data.input_shape,
                               n_outputs=data.n_outputs)
     with seeded_torch(child_seed(spec.seed, "train", spec.network, spec.split)):
         fitted = fit_segmentation(
-            model, data.X[spec.train], data.y[spec.train], options=spec.options,
+            model, data.X[spec.train], data.y[spec.train], options=spec.options, recipe=recipe,
             seed=child_seed(spec.seed, "order", spec.network, spec.split),
             progress=progress.epoch if progress is not None else None)
     pred, metrics = _score_volumes(model, spec, data)
@@ -152,6 +155,28 @@ def run_segmentation_fold(spec: FoldSpec, data: SegmentationData, *,
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return FoldResult(spec.network, spec.split, metrics, pred, fitted.losses, fitted.seconds,
                       False, state)
+
+
+def _recipe(config: ExperimentConfig) -> SegmentationRecipe | None:
+    s = config.segmentation
+    if s is None:
+        return None
+    try:
+        return SegmentationRecipe(None if s.patch is None else tuple(s.patch), s.foreground,
+                                  s.schedule, s.warmup_epochs, s.augment)
+    except ValueError as err:
+        raise ConfigError(f"segmentation: {err}") from None
+
+
+def _check_recipe(recipe: SegmentationRecipe | None, data: SegmentationData) -> None:
+    if recipe is None or recipe.patch is None:
+        return
+    shape = data.input_shape[1:]
+    if len(recipe.patch) != len(shape) or any(
+            p > s or p % data.multiple for p, s in zip(recipe.patch, shape, strict=False)):
+        raise ConfigError(f"segmentation.patch = {list(recipe.patch)} must give one size per "
+                          f"spatial axis, each a multiple of {data.multiple} and at most the "
+                          f"padded image size {list(shape)}.")
 
 
 def _data_info(data: SegmentationData, config: ExperimentConfig) -> dict[str, Any]:
@@ -188,6 +213,7 @@ def run_segmentation_experiment(
     networks = {name: NetworkSpec(n.model, dict(n.args)) for name, n in config.networks.items()}
     _check_networks(networks, data, config.mc.samples)
     check_summarizable(folds, task="segmentation", metric=config.compare.metric)
+    _check_recipe(_recipe(config), data)
     unseen = unseen_classes(data, folds)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
@@ -202,5 +228,5 @@ def run_segmentation_experiment(
             atomic_write_json(run_dir / "env.json", fingerprint().to_dict())
         cv = cross_validate(data, networks, folds, options=options, n_mc=config.mc.samples,
                             seed=config.cv.seed, run_dir=run_dir, progress=progress,
-                            fold_fn=run_segmentation_fold)
+                            fold_fn=partial(run_segmentation_fold, recipe=_recipe(config)))
     return finish_run(config, run_dir, cv, report=report)
