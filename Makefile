@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # version; a bare range would pull a multi-GB CUDA build. GPU users: make TORCH=torch.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo demo-quick test validate validate-uci test-container bench lint clean
+.PHONY: venv demo demo-quick test validate validate-uci validate-seg test-container bench lint clean
 
 venv: $(BIN)/.installed
 
@@ -33,6 +33,12 @@ validate: venv
 # docs/uci.md. Narrow it with CALIPERS_UCI_DATASETS=yacht,energy or CALIPERS_UCI_EPOCHS=400.
 validate-uci: venv
 	$(BIN)/python -m pytest -q -m slow validate/test_uci.py
+
+# Hippocampus (200 volumes, 5-fold CV, CPU recipe of examples/hippocampus.toml): about two
+# hours on 2 cores (estimated). CALIPERS_SEG_RUN_DIR=runs/validate keeps the run (resumable).
+validate-seg: venv
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -s -m slow \
+		validate/test_segmentation.py -k hippocampus
 
 # docker/Dockerfile built with podman on a local debootstrapped Debian base (no registry) and
 # run on generated NIfTI volumes: minutes; needs root, podman, runc and debootstrap. Also part of

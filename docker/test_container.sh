@@ -40,7 +40,7 @@ if ! podman image exists "$BASE"; then
     say "debootstrap --variant=minbase bookworm from $mirror"
     nice -n 10 debootstrap --variant=minbase bookworm "$WORK/rootfs" "$mirror" \
         > "$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; fail debootstrap; }
-    tar -C "$WORK/rootfs" -c . | podman import - "$BASE" > /dev/null
+    tar -C "$WORK/rootfs" -c . | podman import -q - "$BASE" > /dev/null
     rm -rf "$WORK/rootfs"
 fi
 say "base $BASE: $(podman image inspect --format '{{.Id}}' "$BASE" | cut -c1-12)"
