@@ -48,7 +48,10 @@ def test_digits_single_split_end_to_end(tmp_path):
         mcnemar_test(right["A"], right["B"]).pvalue)
     assert s["networks"]["A"]["accuracy"]["mean"] == pytest.approx(right["A"].mean())
     assert "Verdict:" in res.output and s["comparison"]["chosen"] in ("A", "B")
-    assert (tmp_path / "run" / "report.html").is_file()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "one held-out split · 95% percentile bootstrap over 200 test samples" in html
+    res = runner.invoke(app, ["compare", str(tmp_path / "run"), "--json"])  # a finished run
+    assert res.exit_code == 0 and json.loads(res.output)["comparison"] == s["comparison"]
 
 
 @pytest.mark.parametrize(("split", "match"), [
