@@ -62,7 +62,9 @@ say "podman build --build-arg BASE=$BASE -t $IMAGE"
 nice -n 10 podman build --pull=never --network host -f "$ctx/docker/Dockerfile" \
     --build-arg BASE="$BASE" --secret id=cacert,src="$CA" -t "$IMAGE" "$ctx" \
     > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "podman build"; }
-grep -E '^[0-9]+\.[0-9]+' "$WORK/build.log" | tail -1 | sed 's/^/    torch, monai in the image: /'
+versions=$(podman run --rm --network none --entrypoint python "$IMAGE" -c \
+    "import torch, monai, calipers; print(torch.__version__, monai.__version__, calipers.__version__)")
+echo "    torch, monai, calipers in the image: $versions"
 say "image $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
 
 # The CA secret must not be in the image: no /run/secrets/cacert, and no proxy CA certificate
@@ -125,6 +127,7 @@ export_checkpoint(work / "run", 0, work / "model.pt")
 print(f"    trained: mean Dice {res.summary.networks['unet']['mean_dice']['mean']:.3f} "
       f"(2 folds, 4 epochs), checkpoint {(work / 'model.pt').stat().st_size // 1024} kB")
 EOF
+chmod a+r "$WORK/model.pt"  # calipers writes files 0600 (mkstemp); let other uids read it
 say "model trained"
 
 run() {  # podman run with no network, the model and inputs read-only
@@ -148,6 +151,14 @@ mkdir -p "$WORK/out"
 run -v "$WORK/out:/out" --user "$(id -u):$(id -g)" "$IMAGE" --mc 3 --device cpu -q \
     || fail "podman run --user exited non-zero"
 say "podman run --network none --user $(id -u):$(id -g): done"
+
+# A non-root caller's own folder: with --user it writes there, and the files are the caller's.
+mkdir -p "$WORK/out_user" && chown 4321:4321 "$WORK/out_user"
+run -v "$WORK/out_user:/out" --user 4321:4321 "$IMAGE" --mc 2 --device cpu -q \
+    || fail "podman run --user 4321:4321 exited non-zero"
+owners=$(find "$WORK/out_user" -type f -printf '%u:%g\n' | sort -u | tr '\n' ' ')
+[ "$owners" = "4321:4321 " ] || fail "outputs owned by $owners, not 4321:4321"
+say "a non-root caller (uid 4321) with --user 4321:4321: $(ls "$WORK/out_user" | wc -l) files, owned by 4321:4321"
 
 # 7. Outputs and their geometry against the inputs.
 "$PY" - "$WORK" <<'EOF'
