@@ -52,6 +52,7 @@ __all__ = [
     "HoldoutComparison",
     "HoldoutEstimate",
     "HoldoutPair",
+    "PairedDifference",
     "PerSample",
     "compare_holdout",
     "holdout_estimate",
