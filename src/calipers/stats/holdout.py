@@ -203,8 +203,10 @@ def _level_iv(value: float, name: str) -> float:
 
 
 def _bootstrap(arrays, statistic, *, n_resamples: int, level: float, seed: int):
+    n = arrays[0].size  # resamples per batch: memory O(2**22) values per array
     return stats.bootstrap(arrays, statistic, paired=True, vectorized=True, axis=-1,
                            method="percentile", n_resamples=n_resamples,
+                           batch=max(1, 2**22 // n),
                            confidence_level=level, rng=np.random.default_rng(seed))
 
 
