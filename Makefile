@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # version; a bare range would pull a multi-GB CUDA build. GPU users: make TORCH=torch.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo demo-quick test validate validate-uci test-slurm bench lint clean
+.PHONY: venv demo demo-quick test validate validate-uci validate-seg test-slurm test-container bench lint clean
 
 venv: $(BIN)/.installed
 
@@ -40,6 +40,18 @@ validate-uci: venv
 test-slurm: venv
 	$(BIN)/python -m pip install -q -e '.[slurm]'
 	PYTHON=$(BIN)/python tests/slurm/run_slurm_test.sh
+
+# Hippocampus (200 volumes, 5-fold CV, CPU recipe of examples/hippocampus.toml): about two
+# hours on 2 cores (estimated). CALIPERS_SEG_RUN_DIR=runs/validate keeps the run (resumable).
+validate-seg: venv
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -s -m slow \
+		validate/test_segmentation.py -k hippocampus
+
+# docker/Dockerfile built with podman on a local debootstrapped Debian base (no registry) and
+# run on generated NIfTI volumes: minutes; needs root, podman, runc and debootstrap. Also part of
+# `make validate` (validate/test_container.py). See docs/segmentation.md, section 3.
+test-container:
+	PY=$(BIN)/python bash docker/test_container.sh
 
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[bench]'

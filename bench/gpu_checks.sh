@@ -9,6 +9,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh c    # step 5 (about 10 min; random bytes stay on the CPU)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh d    # step 6 (about 7 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh e    # step 7 (about 2 min)
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh h    # step 8 (at most 9 min; per-fold results kept)
 #
 # 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
 # 2. issue 6: batched vs one-by-one vs calipers.evaluation.train.fit training, UCI yacht and kin8nm
@@ -21,6 +22,9 @@
 #    utilisation), the batch-size finder on that U-Net; `calipers bench` at full sizes (the
 #    4,500 x 120 distance matrix and the CG solve must show the GPU ahead); tests/gpu.
 # 7. issue 12: executors on CUDA: cv serial vs --executor local, permutation 1 vs 3 chunks
+# 8. issue 14: hippocampus with the CPU recipe (patches, foreground sampling, augmentation,
+#    cosine LR; `make validate-seg`), HIPPO_EPOCHS (default 100) epochs: folds finished within
+#    the time limit are kept in $OUT/seg_runs and their metrics.json files come back
 set -u
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
@@ -51,6 +55,12 @@ print('advice:', g.get('advice'))" "$OUT/demo/gpu.json" 2>&1 | tee "$OUT/demo_gp
         > "$OUT/bench.log" 2>&1
     timeout 90 $PY -m pytest -q -p no:cacheprovider tests/gpu > "$OUT/tests_gpu.log" 2>&1
     cat "$OUT/gpu_loop_digits.log" "$OUT/gpu_loop_hippocampus.log" "$OUT/bench.log"
+elif [ "${1:-a}" = h ]; then
+    CALIPERS_HIPPO_EPOCHS=${HIPPO_EPOCHS:-100} CALIPERS_SEG_RUN_DIR="$OUT/seg_runs" \
+        timeout 540 $PY -m pytest -q -s -m slow validate/test_segmentation.py -k hippocampus \
+        > "$OUT/seg_hippocampus_recipe.log" 2>&1
+    cat "$OUT"/seg_runs/hippocampus/unet/fold-*/metrics.json > "$OUT/hippocampus_folds.json" \
+        2>/dev/null
 elif [ "${1:-a}" = c ]; then
     CALIPERS_UCI_DATASETS=kin8nm timeout 580 $PY -m pytest -q -s -m slow validate/test_uci.py \
         > "$OUT/uci_kin8nm.log" 2>&1

@@ -16,6 +16,8 @@ Keys follow design §3::
     [executor] kind (serial|local|slurm), workers, threads, retries, chunks, partition, time,
                gpus_per_task, cpus_per_task, mem, account, qos, additional, setup, container,
                binds, max_parallel (optional; where tasks run, not part of the experiment)
+    [segmentation]  patch, foreground, schedule, warmup_epochs, augment (optional; task
+               segmentation: random patches, MONAI augmentation, LR schedule)
 """
 
 from __future__ import annotations
@@ -165,6 +167,16 @@ _LEARNER_KEY = {"calipers": "model", "keras": "model", "lightning": "model", "fu
                 "sklearn": "estimator"}
 
 
+class SegmentationConfig(_Section):
+    """Segmentation training recipe (:class:`calipers.segmentation.train.SegmentationRecipe`)."""
+
+    patch: list[int] | None = None  # random crops of this size instead of whole images
+    foreground: float = Field(0.0, ge=0, le=1)  # fraction of crops centred on foreground
+    schedule: Literal["constant", "cosine", "poly"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    augment: bool = False  # MONAI flips, small affine, gamma
+
+
 class NetworkConfig(_Section):
     model: str | None = None        # learner calipers (the default), keras and lightning
     args: dict[str, Any] = Field(default_factory=dict)
@@ -208,6 +220,7 @@ class ExperimentConfig(_Section):
     compare: CompareConfig = Field(default_factory=CompareConfig)
     search: SearchConfig | None = None
     executor: ExecutorConfig | None = None
+    segmentation: SegmentationConfig | None = None
     networks: dict[str, NetworkConfig] = Field(min_length=1)
 
     @field_validator("networks")
@@ -232,6 +245,7 @@ class ExperimentConfig(_Section):
 _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "cv": CVConfig, "train": TrainConfig, "mc": MCConfig,
     "compare": CompareConfig, "search": SearchConfig, "executor": ExecutorConfig,
+    "segmentation": SegmentationConfig,
 }
 
 
@@ -294,6 +308,9 @@ def parse_config(raw: dict[str, Any], *, base_dir: str | Path | None = None) -> 
                 cfg = cfg.model_copy(update={section: sub})
     if cfg.search is not None:
         _check_search(cfg)
+    if cfg.segmentation is not None and cfg.data.task != "segmentation":
+        raise ConfigError(f"segmentation: [segmentation] sets the training recipe of "
+                          f"segmentation networks; data.task is {cfg.data.task!r}. Remove it.")
     if not cfg.cv.shuffle and cfg.cv.repeats > 1:
         raise ConfigError(f"cv.repeats = {cfg.cv.repeats} with shuffle = false repeats the same "
                           "folds; set repeats = 1 or shuffle = true.")

@@ -68,3 +68,17 @@ def test_entrypoint_writes_into_out_folder(seg_run, tmp_path):
     assert r.returncode == 2 and "input folder" in r.stderr
     r = _entrypoint({**env, "CALIPERS_MODEL": str(tmp_path / "nomodel")})
     assert r.returncode == 2 and "model" in r.stderr
+
+
+def test_entrypoint_refuses_an_unwritable_out_folder(tmp_path):
+    """An output folder the user cannot create or write: exit 2, a message naming --user, and
+    nothing written. (Root may write anywhere, so the folder is put under a regular file.)"""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    env = {**os.environ, "CALIPERS_MODEL": str(tmp_path / "model.pt"),
+           "CALIPERS_IN": str(tmp_path / "in"), "CALIPERS_OUT": str(tmp_path / "blocker" / "out")}
+    r = _entrypoint(env, "--mc", "2")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "is not writable" in r.stderr and '--user "$(id -u):$(id -g)"' in r.stderr
+    assert (tmp_path / "blocker").read_text() == "a file, not a folder"

@@ -118,8 +118,10 @@ def _render_summary(summary) -> None:
     from calipers.evaluation.metrics import METRICS
     from calipers.report.headline import chosen_label, summary_headline
 
+    held = d.get("protocol") == "holdout"
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std; 95% CI corrected for "
-                        f"overlapping training sets)")
+                        f"overlapping training sets)" if not held
+                  else f"{metric} on one held-out test set (value ± bootstrap SE, 95% CI)")
     table.add_column("network")
     extra = ("nll", "ece", "entropy", "rmse", "gaussian_nll", "log_likelihood")
     for m in (metric, *(m for m in extra
@@ -131,16 +133,26 @@ def _render_summary(summary) -> None:
         cells = []
         for m in cols:
             s = per[m]
+            pct = m in METRICS and METRICS[m].percent_points
+            if held:  # one split: test-set value, bootstrap SE and interval (or a point)
+                se = s.get("se")
+                est = estimate(s["mean"], s.get("ci_low"), s.get("ci_high"), std=se,
+                               percent=pct)
+                cells.append(est.pm() + ("" if se is None else f"\n{est.ci()}")
+                             if se is not None else est.pm().split(" ±")[0])
+                continue
             used = s.get("n_folds", d["n_splits"])
             note = f"\n({used}/{d['n_splits']} folds)" if used != d["n_splits"] else ""
             if s.get("mean") is None:  # undefined on too many folds
                 cells.append("—" + note)
                 continue
-            est = estimate(s["mean"], s["ci_low"], s["ci_high"], std=s["std"],
-                           percent=m in METRICS and METRICS[m].percent_points)
+            est = estimate(s["mean"], s["ci_low"], s["ci_high"], std=s["std"], percent=pct)
             cells.append(f"{est.pm()}\n{est.ci()}{note}")
         table.add_row(name + (label if name == d.get("best") else ""), *cells)
     console.print(table)
+    if held:
+        first = next(iter(d["networks"].values()))[metric]
+        console.print(f"Intervals: {first['interval']}.", highlight=False)
     console.print(f"[bold]{escape(summary_headline(d))}[/]", highlight=False)
     if "sentence" in d:
         console.print(f"[bold]Verdict:[/] {d['comparison']['sentence']}", highlight=False)

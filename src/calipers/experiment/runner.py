@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.engine import check_networks, cross_validate
+from calipers.experiment.holdout import check_summarizable
 from calipers.experiment.summary import RunSummary, summarize, write_summary
 from calipers.gpu.monitor import check_device, gpu_monitor
 from calipers.repro.data_fingerprint import check_data, data_fingerprint, write_data
@@ -30,7 +32,14 @@ from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
 from calipers.runs import atomic_write_json, atomic_write_text, read_json
 from calipers.segmentation.data import load_segmentation
-from calipers.segmentation.experiment import MULTIPLE, segmentation_info
+from calipers.segmentation.experiment import (
+    MULTIPLE,
+    check_recipe,
+    run_segmentation_fold,
+    segmentation_info,
+    segmentation_recipe,
+    unseen_classes,
+)
 from calipers.stats.scales import resolve_rope
 from calipers.tasks import Executor
 
@@ -109,6 +118,7 @@ class _Setup:
     folds: Folds
     files: dict[str, Any] = field(default_factory=dict)
     fingerprint: dict[str, Any] | None = None   # NOTE [Data fingerprint]
+    fold_fn: Callable[..., Any] | None = None   # None: the task's runner (engine.RUNNERS)
 
 
 def _setup_table(config: ExperimentConfig) -> _Setup:
@@ -134,8 +144,12 @@ def _setup_segmentation(config: ExperimentConfig) -> _Setup:
                            n_repeats=config.cv.repeats, seed=config.cv.seed, stratify=False,
                            shuffle=config.cv.shuffle)
     fp = data_fingerprint([data.X, data.y], path=config.data.path, names=data.names)
-    return _Setup(data, folds,
-                  {"segmentation.json": segmentation_info(data, n_mc=config.mc.samples)}, fp)
+    recipe = segmentation_recipe(config)
+    check_recipe(recipe, data)  # before anything is written
+    info = {**segmentation_info(data, n_mc=config.mc.samples),
+            "unseen_classes": unseen_classes(data, folds)}
+    return _Setup(data, folds, {"segmentation.json": info}, fp,
+                  partial(run_segmentation_fold, recipe=recipe) if recipe is not None else None)
 
 
 #: How each ``[data] task`` loads its data and folds (the fold runners: engine.RUNNERS).
@@ -185,6 +199,7 @@ def run_experiment(
                                   f"networks on a one-target regression table; {why}.")
     _check_compare_metric(config, reasons)
     check_device(config.train.device)  # "cuda" without a GPU: a clear error, nothing written
+    check_summarizable(folds, task=data.task, metric=config.compare.metric)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", config_text)
     atomic_write_json(run_dir / "folds.json", folds.to_dict())
@@ -201,7 +216,8 @@ def run_experiment(
                             tau=config.mc.tau, seed=config.cv.seed,
                             stack=t.batch_size != "auto",  # the finder runs per network
                             search=_search_settings(config), batched=t.batched,
-                            run_dir=run_dir, progress=progress, executor=executor, checked=True)
+                            run_dir=run_dir, progress=progress, executor=executor, checked=True,
+                            fold_fn=setup.fold_fn)
     return finish_run(config, run_dir, cv, report=report)
 
 

@@ -21,6 +21,7 @@ from calipers.exceptions import CalipersWarning, FoldMismatchError
 from calipers.repro.data_fingerprint import check_same_data
 from calipers.runs import atomic_write_json, atomic_write_text, fold_done, read_json
 from calipers.stats.compare import Comparison, compare, describe_scores
+from calipers.stats.holdout import HoldoutComparison
 from calipers.stats.scales import metric_scale
 
 __all__ = ["RunSummary", "compare_runs", "load_cv_result", "summarize", "write_summary"]
@@ -38,9 +39,10 @@ class RunSummary:
     n_splits: int
     n_repeats: int
     networks: dict[str, dict[str, dict[str, Any]]] = field(repr=False)
-    comparison: Comparison | None = field(repr=False)
+    comparison: Comparison | HoldoutComparison | None = field(repr=False)
     pair: tuple[str, str] | None = None
     note: str | None = None  # NOTE [Undefined metrics]: the comparison used fewer folds
+    protocol: str = "cv"  # "holdout": one split, intervals over its test samples
 
     @property
     def sentence(self) -> str:
@@ -68,6 +70,8 @@ class RunSummary:
             "n_folds": self.n_splits // max(self.n_repeats, 1), "n_repeats": self.n_repeats,
             "n_splits": self.n_splits, "networks": self.networks,
         }
+        if self.protocol != "cv":
+            out["protocol"] = self.protocol
         if self.comparison is not None:
             cmp = self.comparison.to_dict()
             out.update(comparison=self._pair_dict(),
@@ -86,6 +90,7 @@ def summarize(
     a: str | None = None,
     b: str | None = None,
     rope: float | None = None,
+    seed: int = 0,
 ) -> RunSummary:
     """Summarise every metric per network; compare networks pairwise on ``metric``.
 
@@ -108,6 +113,14 @@ def summarize(
         lacking = [n for n in names if any(metric not in r.metrics for r in cv.results[n])]
         raise ValueError(f"metric {metric!r} is missing from the folds of {lacking}; compare on "
                          f"one every network reports: {', '.join(metric_names)}.")
+    if len(cv.folds) == 1:  # one held-out split: intervals and tests over its test samples
+        from calipers.experiment.holdout import summarize_holdout
+
+        nets, held = summarize_holdout(cv, names, metric_names, metric=metric, alpha=alpha,
+                                       seed=seed)
+        return RunSummary(cv.task, metric, 1, 1, nets, held,
+                          (a, b) if a is not None and b is not None else None,
+                          protocol="holdout")
     ratio = cv.folds.test_train_ratio
     n_test = max(1, round(float(np.mean([len(te) for te in cv.folds.test]))))
     networks = {n: {m: _describe(cv.scores(m)[n], test_train_ratio=ratio, n_test=n_test,

@@ -164,6 +164,10 @@ def _section_header(run: RunData) -> str:
         f"{s['task']} · {n_folds}-fold cross-validation{repeats} · "
         f"primary metric {s['metric']} ({better} is better) · {len(run.networks)} network(s)"
     )
+    if s.get("protocol") == "holdout":  # one split: intervals come from its test samples
+        first = next(iter(s["networks"].values()), {}).get(s["metric"], {})
+        facts = (f"{s['task']} · one held-out split · {first.get('interval', '')} · primary "
+                 f"metric {s['metric']} ({better} is better) · {len(run.networks)} network(s)")
     date = f"<p class='date'>{_e(fmt.fmt_datetime(run.date))}</p>" if run.date else ""
     return f"<h1>calipers report: {_e(run.name)}</h1>{date}<p class='facts'>{_e(facts)}</p>"
 

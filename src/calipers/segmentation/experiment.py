@@ -21,22 +21,25 @@ classes, label values, the padded input shape and the padding multiple.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
 from calipers._seeds import child_seed, seeded_torch
+from calipers.config import ExperimentConfig
 from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec
+from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import dice_per_class, uncertainty_auroc
-from calipers.exceptions import ConfigError
+from calipers.exceptions import CalipersWarning, ConfigError
 from calipers.models import build_network
 from calipers.segmentation.data import SegmentationData, crop_to, pad_to
 from calipers.segmentation.maps import mc_segment
-from calipers.segmentation.train import fit_segmentation
+from calipers.segmentation.train import SegmentationRecipe, fit_segmentation
 
-__all__ = ["MULTIPLE", "check_segmentation_network", "run_segmentation_fold",
-           "segmentation_info"]
+__all__ = ["MULTIPLE", "check_recipe", "check_segmentation_network", "run_segmentation_fold",
+           "segmentation_info", "segmentation_recipe", "unseen_classes"]
 
 MULTIPLE = 16        # padded sizes are multiples of this (U-Nets of up to 5 levels)
 _PREVIEW_SIDE = 128  # preview slices are subsampled to at most this many pixels a side
@@ -49,6 +52,30 @@ def check_segmentation_network(name: str, probe: torch.nn.Module,
     if any(s % m for s in data.input_shape[1:]):
         raise ConfigError(f"network {name!r} needs sizes divisible by {m}; the data are "
                           f"padded to {data.input_shape[1:]}. Use fewer levels in channels.")
+
+
+def unseen_classes(data: SegmentationData, folds: Folds) -> dict[str, dict[str, int]]:
+    """Per split, the number of test volumes holding each class that no training volume of
+    that split holds (``{"0": {"2": 3}}``: split 0, class 2, 3 volumes); warns once per split.
+
+    Their Dice for that class scores a class the network never saw: it is kept in the metrics,
+    but the warning and the count in ``segmentation.json`` say so.
+    """
+    present = np.stack([np.bincount(v.reshape(-1), minlength=data.n_outputs) > 0
+                        for v in data.y])  # (N, C): class c occurs in volume i
+    out: dict[str, dict[str, int]] = {}
+    for j, (tr, te) in enumerate(folds):
+        seen = present[tr].any(axis=0)
+        counts = {str(c): int(present[te, c].sum()) for c in range(1, data.n_outputs)
+                  if not seen[c] and present[te, c].any()}
+        if counts:
+            out[str(j)] = counts
+            desc = ", ".join(f"class {c} in {k} volume(s)" for c, k in counts.items())
+            warnings.warn(f"split {j}: test volumes hold classes no training volume has "
+                          f"({desc}); their Dice scores a class the network never learned. "
+                          "Counted in segmentation.json (unseen_classes).", CalipersWarning,
+                          stacklevel=3)
+    return out
 
 
 def _preview(x: np.ndarray) -> np.ndarray:
@@ -99,15 +126,17 @@ def _score_volumes(model, spec: FoldSpec, data: SegmentationData) -> tuple[dict,
 
 
 def run_segmentation_fold(spec: FoldSpec, data: SegmentationData, *,
-                          progress: CVProgress | None = None) -> FoldResult:
-    """Build a fresh network, train it on ``spec.train`` volumes, MC-segment ``spec.test``."""
+                          progress: CVProgress | None = None,
+                          recipe: SegmentationRecipe | None = None) -> FoldResult:
+    """Build a fresh network, train it on ``spec.train`` volumes (with ``recipe``: patches,
+    augmentation, LR schedule), MC-segment ``spec.test``."""
     # A fresh network per fold: no fold may see weights trained on another fold's test set.
     with seeded_torch(child_seed(spec.seed, "init", spec.network, spec.split)):
         model = build_network(spec.spec.model, spec.spec.args, input_shape=data.input_shape,
                               n_outputs=data.n_outputs)
     with seeded_torch(child_seed(spec.seed, "train", spec.network, spec.split)):
         fitted = fit_segmentation(
-            model, data.X[spec.train], data.y[spec.train], options=spec.options,
+            model, data.X[spec.train], data.y[spec.train], options=spec.options, recipe=recipe,
             seed=child_seed(spec.seed, "order", spec.network, spec.split),
             progress=progress.epoch if progress is not None else None)
     pred, metrics = _score_volumes(model, spec, data)
@@ -130,3 +159,27 @@ def segmentation_info(data: SegmentationData, *, n_mc: int) -> dict[str, Any]:
             "label_values": list(data.label_values), "input_shape": list(data.input_shape),
             "multiple": data.multiple, "normalize": "zscore", "names": list(data.names),
             "n_mc": n_mc}
+
+
+def segmentation_recipe(config: ExperimentConfig) -> SegmentationRecipe | None:
+    """The ``[segmentation]`` training recipe of ``config`` (None: whole images, constant LR)."""
+    s = config.segmentation
+    if s is None:
+        return None
+    try:
+        return SegmentationRecipe(None if s.patch is None else tuple(s.patch), s.foreground,
+                                  s.schedule, s.warmup_epochs, s.augment)
+    except ValueError as err:
+        raise ConfigError(f"segmentation: {err}") from None
+
+
+def check_recipe(recipe: SegmentationRecipe | None, data: SegmentationData) -> None:
+    """Refuse patch sizes that do not fit the padded images (before any training)."""
+    if recipe is None or recipe.patch is None:
+        return
+    shape = data.input_shape[1:]
+    if len(recipe.patch) != len(shape) or any(
+            p > s or p % data.multiple for p, s in zip(recipe.patch, shape, strict=False)):
+        raise ConfigError(f"segmentation.patch = {list(recipe.patch)} must give one size per "
+                          f"spatial axis, each a multiple of {data.multiple} and at most the "
+                          f"padded image size {list(shape)}.")

@@ -1,15 +1,138 @@
-"""Fit a segmentation network on one training split with MONAI's Dice + cross-entropy loss."""
+"""Fit a segmentation network on one training split with MONAI's Dice + cross-entropy loss.
+
+The plain recipe trains on whole (padded) images with a constant learning rate
+(:func:`calipers.evaluation.train.fit`). :class:`SegmentationRecipe` (``[segmentation]`` in a
+config) adds what buys Dice per CPU-minute: random patches (MONAI ``RandSpatialCropd``, or
+``RandCropByPosNegLabeld`` centred on foreground for a fraction of them), MONAI augmentation
+(flips on every axis, a small affine, gamma) and a learning-rate schedule with linear warm-up.
+"""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
-from calipers.evaluation.train import FitResult, TrainOptions, fit
+from calipers._device import resolve_device
+from calipers._seeds import torch_generator
+from calipers.evaluation.train import FitResult, TrainOptions, _loss_fn, fit
 
-__all__ = ["fit_segmentation"]
+__all__ = ["SegmentationRecipe", "fit_segmentation", "lr_factor"]
+
+_SCHEDULES = ("constant", "cosine", "poly")
+
+
+@dataclass(frozen=True)
+class SegmentationRecipe:
+    """Segmentation training options beyond :class:`~calipers.evaluation.train.TrainOptions`.
+
+    Attributes
+    ----------
+    patch : tuple of int, optional
+        Train on random crops of this spatial size (one per image and step) instead of whole
+        images; e.g. ``(256, 256)`` on 512×512 slices costs a quarter per epoch.
+    foreground : float in [0, 1]
+        Fraction of crops centred on a foreground voxel (``RandCropByPosNegLabeld``); the rest
+        are centred on background. 0 (default): uniform random crops (``RandSpatialCropd``).
+        Needs ``patch``.
+    schedule : {"constant", "cosine", "poly"}
+        Learning rate per epoch after warm-up: constant; ``0.5 (1 + cos(π t / T))``; or
+        ``(1 - t / T) ** 0.9`` (nnU-Net), with t the epoch after warm-up and T the remaining.
+    warmup_epochs : int
+        Linear warm-up from ``lr / (warmup_epochs + 1)`` to ``lr``.
+    augment : bool
+        MONAI ``RandFlipd`` (p = 0.5 per axis), ``RandAffined`` (p = 0.5, rotation ±0.1 rad,
+        scale ±10 %, labels nearest) and ``RandAdjustContrastd`` (p = 0.3, gamma 0.7–1.5).
+    """
+
+    patch: tuple[int, ...] | None = None
+    foreground: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        if self.patch is not None and (not self.patch or any(int(p) < 1 for p in self.patch)):
+            raise ValueError(f"patch must be positive sizes, one per spatial axis; got "
+                             f"{self.patch!r}. Set [segmentation] patch = [256, 256], say.")
+        if not 0.0 <= self.foreground <= 1.0:
+            raise ValueError(f"foreground must be a fraction in [0, 1]; got {self.foreground!r}.")
+        if self.foreground > 0 and self.patch is None:
+            raise ValueError("foreground centres patches on labelled voxels; set [segmentation] "
+                             "patch too (e.g. [32, 48, 32]).")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(_SCHEDULES)}; got "
+                             f"{self.schedule!r}.")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0; got {self.warmup_epochs!r}.")
+
+    @property
+    def is_plain(self) -> bool:
+        """True when nothing differs from whole-image training at a constant rate."""
+        return self == SegmentationRecipe()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_factor(epoch: int, n_epochs: int, *, schedule: str = "constant",
+              warmup_epochs: int = 0) -> float:
+    """Multiplier of the base learning rate in epoch ``epoch`` (0-based) of ``n_epochs``."""
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    t, T = epoch - warmup_epochs, max(1, n_epochs - warmup_epochs)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t / T))
+    if schedule == "poly":
+        return (1.0 - t / T) ** 0.9
+    return 1.0
+
+
+def _transforms(recipe: SegmentationRecipe, ndim: int, seed: int):
+    """The MONAI dictionary transforms of one training image (``image`` (C, *S), ``label``
+    (1, *S)), seeded."""
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandSpatialCropd,
+    )
+
+    keys = ("image", "label")
+    steps = []
+    if recipe.patch is not None:
+        size = tuple(int(p) for p in recipe.patch)
+        if recipe.foreground > 0:
+            steps.append(RandCropByPosNegLabeld(keys, label_key="label", spatial_size=size,
+                                                pos=recipe.foreground,
+                                                neg=1.0 - recipe.foreground, num_samples=1,
+                                                allow_smaller=True))
+        else:
+            steps.append(RandSpatialCropd(keys, roi_size=size, random_size=False))
+    if recipe.augment:
+        steps += [RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(ndim)]
+        steps.append(RandAffined(keys, prob=0.5, rotate_range=[0.1] * (1 if ndim == 2 else 3),
+                                 scale_range=[0.1] * ndim, mode=("bilinear", "nearest"),
+                                 padding_mode="zeros"))
+        steps.append(RandAdjustContrastd(("image",), prob=0.3, gamma=(0.7, 1.5)))
+    comp = Compose(steps, map_items=True)
+    comp.set_random_state(seed=int(seed) % 2**32)
+    return comp
+
+
+def _sample(transform, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    out = transform({"image": image, "label": label})
+    if isinstance(out, list):  # RandCropByPosNegLabeld returns num_samples dictionaries
+        out = out[0]
+    return (torch.as_tensor(out["image"]).as_subclass(torch.Tensor).float(),
+            torch.as_tensor(out["label"]).as_subclass(torch.Tensor).round().long())
 
 
 def fit_segmentation(
@@ -18,6 +141,7 @@ def fit_segmentation(
     y: np.ndarray,
     *,
     options: TrainOptions | None = None,
+    recipe: SegmentationRecipe | None = None,
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
@@ -33,11 +157,14 @@ def fit_segmentation(
     y : ndarray of shape (N, *S), integer
         Class index per voxel, 0 .. C-1.
     options : TrainOptions
-        ``epochs``, ``batch_size`` (volumes per step), ``lr``, ``weight_decay``, ``device``,
+        ``epochs``, ``batch_size`` (images per step), ``lr``, ``weight_decay``, ``device``,
         ``amp`` (CUDA only).
+    recipe : SegmentationRecipe, optional
+        Patches, augmentation, schedule; None or the default trains on whole images at a
+        constant rate (:func:`calipers.evaluation.train.fit`, same numbers as before).
     seed : int
-        Seeds the order of the volumes; dropout draws from the global generator that the
-        caller seeds (``calipers.segmentation.experiment``).
+        Seeds the order of the images and the transforms; dropout draws from the global
+        generator that the caller seeds (``calipers.segmentation.experiment``).
     progress : callable(epoch, n_epochs, loss), optional
 
     Returns
@@ -48,4 +175,43 @@ def fit_segmentation(
     if X.shape[0] != y.shape[0] or X.shape[2:] != y.shape[1:]:
         raise ValueError(f"X of shape {X.shape} and y of shape {y.shape} do not match; y must "
                          "be (N, *S) when X is (N, C_in, *S).")
-    return fit(model, X, y, task="segmentation", options=options, seed=seed, progress=progress)
+    if recipe is None or recipe.is_plain:
+        return fit(model, X, y, task="segmentation", options=options, seed=seed,
+                   progress=progress)
+    if recipe.patch is not None and len(recipe.patch) != X.ndim - 2:
+        raise ValueError(f"patch {tuple(recipe.patch)} has {len(recipe.patch)} sizes but the "
+                         f"images have {X.ndim - 2} spatial axes.")
+    return _fit_recipe(model, X, y, options or TrainOptions(), recipe, seed, progress)
+
+
+def _fit_recipe(model, X, y, opts: TrainOptions, recipe: SegmentationRecipe, seed: int,
+                progress) -> FitResult:
+    device = resolve_device(opts.device)
+    Xt = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)[:, None]
+    model.to(device).train()
+    optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda e: lr_factor(
+        e, opts.epochs, schedule=recipe.schedule, warmup_epochs=recipe.warmup_epochs))
+    loss_fn = _loss_fn("segmentation")
+    transform = _transforms(recipe, X.ndim - 2, seed)
+    gen = torch_generator(seed)
+    n, losses, t0 = Xt.shape[0], [], time.perf_counter()
+    for epoch in range(opts.epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, opts.batch_size):
+            idx = order[start:start + opts.batch_size]
+            pairs = [_sample(transform, Xt[i], yt[i]) for i in idx.tolist()]
+            xb = torch.stack([p[0] for p in pairs]).to(device)
+            yb = torch.stack([p[1] for p in pairs]).to(device)
+            optim.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb).float(), yb)
+            loss.backward()
+            optim.step()
+            total += float(loss.detach()) * idx.numel()
+        sched.step()
+        losses.append(total / n)
+        if progress is not None:
+            progress(epoch + 1, opts.epochs, losses[-1])
+    return FitResult(tuple(losses), time.perf_counter() - t0, str(device), False)
