@@ -311,3 +311,41 @@ def test_constant_nuisance_dropped_under_permutation_changes_nothing(monkeypatch
     np.testing.assert_array_equal(fast.p_fwe, full.p_fwe)
     np.testing.assert_array_equal(fast.p_uncorrected, full.p_uncorrected)
     np.testing.assert_allclose(fast.max_null[0], full.max_null[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("width", "k", "is_t", "absval"), [
+    (1, 1, True, False), (1, 1, True, True), (1, 1, False, False), (3, 1, True, False),
+    (3, 1, True, True), (4, 2, False, False),
+])
+def test_fused_max_count_pass_equals_two_passes(rng, width, k, is_t, absval):
+    """NOTE [Fused max-T pass]: one pass over a voxel-major tile gives the row maxima and the
+    exceedance counts of the two-pass (scores, then max and >=) computation on the same tile."""
+    from calipers.permutation import engine
+
+    pytest.importorskip("numba")
+    m, n_vox, block = 37, 150, 64
+    g = (rng.normal(size=(n_vox, width * m)) * 0.3).astype(np.float32)
+    cols = g.reshape(n_vox, width, m)
+    if width == 1 and is_t:
+        score = np.abs(cols[:, 0]) if absval else cols[:, 0].copy()
+    else:
+        den = np.maximum(1 - (cols[:, k:] ** 2).sum(1), np.float32(1e-12))
+        if is_t:
+            score = cols[:, 0] / np.sqrt(den)
+            score = np.abs(score) if absval else score
+        else:
+            score = (cols[:, :k] ** 2).sum(1) / den
+    obs = np.quantile(score, 0.9, axis=1).astype(np.float32)
+    ident = np.array([0, 5])
+    score[:, ident] = obs[:, None]
+    n_blocks = -(-n_vox // block)
+    blockmax = np.full((n_blocks, m), -np.inf, np.float32)
+    counts = np.zeros(n_vox, np.int64)
+    engine._fused_reduce(g.copy(), m, k, is_t, obs, ident, absval, blockmax, counts, block)
+    if width == 1:  # the same float32 operations: equal bit for bit
+        assert_array_equal(blockmax.max(0), score.max(0))
+        assert_array_equal(counts, (score >= obs[:, None]).sum(1))
+    else:  # fma contraction may round the denominator differently in the last bit
+        assert_allclose(blockmax.max(0), score.max(0), rtol=1e-5)
+        assert np.abs(counts - (score >= obs[:, None]).sum(1)).sum() <= 2
+        assert_array_equal(counts >= 2, np.ones(n_vox, bool))  # the two identity columns count
