@@ -7,6 +7,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh a    # steps 1-2 (about 4 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh b    # steps 3-4 (about 8 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh c    # step 5 (about 10 min; random bytes stay on the CPU)
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh p    # step 6 (under 3 min)
 #
 # 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
 # 2. issue 6: batched vs one-by-one vs calipers.evaluation.train.fit training, UCI yacht and kin8nm
@@ -14,6 +15,8 @@
 # 4. issue 4: ISBI 2012, 5 contiguous folds, 2-D U-Net, 80 epochs
 # 5. issue 6: UCI kin8nm with the full 2018 protocol (4000 epochs; 61 min on one CPU thread, the
 #    slowest of the five data sets): the GPU's wall time for docs/uci.md
+# 6. issue 17: permutation engine, whole brain: 10,000 sign flips max-T (goal <= 0.1 s compute),
+#    1,000 TFCE permutations (goal <= 5 s), p-maps equal to the CPU's; one JSON line
 set -u
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
@@ -27,6 +30,9 @@ if [ "${1:-a}" = a ]; then
     cp bench/results/seg_mc_cuda.json "$OUT/" 2>/dev/null
     timeout 150 $PY bench/bench_batched.py --device cuda --datasets yacht kin8nm --epochs 20 --repeats 1 \
         --out "$OUT/batched_cuda.json" > "$OUT/batched_cuda.log" 2>&1
+elif [ "${1:-a}" = p ]; then
+    timeout 180 $PY bench/gpu_permutation_check.py > "$OUT/permutation_gpu.json" 2> "$OUT/permutation_gpu.log"
+    cat "$OUT/permutation_gpu.json"
 elif [ "${1:-a}" = c ]; then
     CALIPERS_UCI_DATASETS=kin8nm timeout 580 $PY -m pytest -q -s -m slow validate/test_uci.py \
         > "$OUT/uci_kin8nm.log" 2>&1

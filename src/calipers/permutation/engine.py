@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching _HAVE_NUMB
 __all__ = ["ContrastNull", "PreparedContrast", "prepare_contrast", "run_contrast"]
 
 _TILE_ELEMENTS = 1 << 20  # scores per GEMM tile (Pc·m × Vt), 4 MiB in float32 (measured best)
+_CUDA_TILE_ELEMENTS = 1 << 26  # on a GPU: 256 MiB tiles, a few kernel launches per chunk
 _FUSED_TILE_BYTES = 1 << 19  # fused CPU path: (Vt × Pc·m) float32 tile, half of one core's L2
 _FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
 
@@ -262,7 +263,10 @@ def run_contrast(
         _default_full_chunk(n_vox, width) if extras.full_maps else max(128, 1024 // width)
     )
     chunk = min(chunk, n_perm)
-    tile = max(64, min(n_vox, _TILE_ELEMENTS // (chunk * width)))
+    if device.type == "cuda" and chunk_size is None and not extras.full_maps:
+        chunk = max(chunk, min(n_perm, 4096 // width))  # fewer, larger kernels on a GPU
+    per_tile = _TILE_ELEMENTS if device.type == "cpu" else _CUDA_TILE_ELEMENTS
+    tile = max(64, min(n_vox, per_tile // (chunk * width)))
     max_score = torch.empty(n_perm, dtype=dtype, device=device)
     counts = torch.zeros(n_vox, dtype=torch.int64, device=device)
     full = _FullMapState(prep, extras, n_perm, two_sided) if extras.full_maps else None
