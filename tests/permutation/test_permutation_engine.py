@@ -349,3 +349,33 @@ def test_fused_max_count_pass_equals_two_passes(rng, width, k, is_t, absval):
         assert_allclose(blockmax.max(0), score.max(0), rtol=1e-5)
         assert np.abs(counts - (score >= obs[:, None]).sum(1)).sum() <= 2
         assert_array_equal(counts >= 2, np.ones(n_vox, bool))  # the two identity columns count
+
+
+def test_split_enumeration_of_exhaustive_flips_equals_plain_enumeration(rng, monkeypatch):
+    """NOTE [Split enumeration of exhaustive sign flips]: H(g) + L(t) per score gives the counts
+    and maxima of the full GEMM over the plain enumeration, aligned chunks or not."""
+    pytest.importorskip("numba")
+    from calipers.permutation import engine
+
+    n = 12
+    y = rng.normal(0.3, 1.0, size=(n, 700))
+    calls = []
+    real = engine._chunk_split
+    monkeypatch.setattr(engine, "_chunk_split", lambda *a: calls.append(1) or real(*a))
+    split = permutation_test(y, n_permutations=2**n, device="cpu")
+    assert split.exhaustive == (True,) and len(calls) == 4  # 4 chunks of 1,024, all split
+    odd = permutation_test(y, n_permutations=2**n, device="cpu", chunk_size=1000)
+    assert len(calls) == 5  # of the 1,000-row chunks only the last (4000..4095) is aligned
+    monkeypatch.setattr(engine, "_SPLIT_LOW", 64)  # never splits
+    plain = permutation_test(y, n_permutations=2**n, device="cpu")
+    assert len(calls) == 5
+    for other in (odd, plain):
+        assert_array_equal(split.p_uncorrected[0], other.p_uncorrected[0])
+        assert_array_equal(split.p_fwe[0], other.p_fwe[0])
+        assert_allclose(split.max_null[0], other.max_null[0], rtol=1e-5)
+    flips = np.array(list(itertools.product([1.0, -1.0], repeat=n)))[:, ::-1]  # bit i: subject i
+    null = _flip_t(flips, y)
+    p_unc, p_fwe = _brute_p(null, st.ttest_1samp(y, 0.0).statistic)
+    assert_array_equal(split.p_uncorrected[0], p_unc)
+    assert_array_equal(split.p_fwe[0], p_fwe)
+    assert_allclose(split.max_null[0], null.max(1), rtol=1e-5)  # in enumeration order
