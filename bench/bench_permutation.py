@@ -43,50 +43,78 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"max_t_speedup_vs_nilearn": 100.0, "max_t_over_gemm_bound": 1.5,
            "glm_over_one_sample": 2.0, "tfce_ms_per_perm": 4.0, "cli_fixed_s": 2.0}
+TARGETS.update({f"cpu_{k}": v for k, v in TARGETS.items()})
 
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def _stats(seconds: list[float], per: int, loads: list[float]) -> dict:
-    """Median and spread of ``seconds`` in ms per relabelling (``per`` relabellings a run)."""
-    ms = [s / per * 1e3 for s in seconds]
+def _stats(wall: list[float], cpu: list[float], per: int, loads: list[float]) -> dict:
+    """Median and spread (ms per relabelling, ``per`` a run) of wall and process CPU time."""
+    ms = [s / per * 1e3 for s in wall]
+    cms = [s / per * 1e3 for s in cpu]
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-            "runs_ms": ms, "load": [min(loads), max(loads)]}
+            "cpu_median_ms": statistics.median(cms), "cpu_min_ms": min(cms),
+            "cpu_max_ms": max(cms), "runs_ms": ms, "cpu_runs_ms": cms,
+            "load": [min(loads), max(loads)]}
+
+
+def _cpu_now(children: bool) -> float:
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def _interleaved(fns: dict, repeat: int, per: int, children: bool = False) -> dict:
+    """Run every function once per repeat, alternating the order, so that each sees the same
+    load over the run (a shared machine's load drifts by minutes); wall and CPU time each."""
+    wall: dict = {k: [] for k in fns}
+    cpu: dict = {k: [] for k in fns}
+    loads: dict = {k: [_load()] for k in fns}
+    names = list(fns)
+    for r in range(repeat):
+        for name in names if r % 2 == 0 else names[::-1]:
+            c, t = _cpu_now(children), time.perf_counter()
+            fns[name]()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(_cpu_now(children) - c)
+            loads[name].append(_load())
+    return {k: _stats(wall[k], cpu[k], per, loads[k]) for k in fns}
 
 
 def _repeat(fn, repeat: int, per: int) -> dict:
-    seconds, loads = [], [_load()]
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - t)
-        loads.append(_load())
-    return _stats(seconds, per, loads)
+    return _interleaved({"x": fn}, repeat, per)["x"]
 
 
-def _gemm_bound(y32: np.ndarray, n_rel: int, repeat: int, tile: int = 4096) -> dict:
-    """Rate of the (P × n)·(n × V) float32 product, over voxel tiles (never P × V in memory)."""
+def _gemm_fns(y32: np.ndarray, n_rel: int, tile: int = 4096) -> dict:
+    """The (P × n)·(n × V) float32 product over voxel tiles (never P × V), torch and NumPy."""
     n, v = y32.shape
     left = np.random.default_rng(1).normal(size=(n_rel, n)).astype(np.float32)
     out = np.empty((n_rel, tile), np.float32)
     lt, yt, ot = torch.from_numpy(left), torch.from_numpy(y32), torch.from_numpy(out)
-    rates = {}
-    for name, mm in (("torch", lambda a, b: torch.matmul(lt, yt[:, a:b], out=ot[:, : b - a])),
-                     ("numpy", lambda a, b: np.matmul(left, y32[:, a:b], out=out[:, : b - a]))):
-        mm(0, min(tile, v))
-        secs = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            for a in range(0, v, tile):
-                mm(a, min(a + tile, v))
-            secs.append(time.perf_counter() - t)
-        gf = [2 * n * v * n_rel / s / 1e9 for s in secs]
-        rates[name] = {"median_gflops": statistics.median(gf), "min": min(gf), "max": max(gf)}
-    best = max(r["median_gflops"] for r in rates.values())
-    return {"rates": rates, "bound_ms_per_perm": 2 * n * v / (best * 1e9) * 1e3,
-            "flops_per_perm": 2 * n * v}
+
+    def run(mm):
+        for a in range(0, v, tile):
+            mm(a, min(a + tile, v))
+
+    def t_mm(a, b):
+        torch.matmul(lt, yt[:, a:b], out=ot[:, : b - a])
+
+    def n_mm(a, b):
+        np.matmul(left, y32[:, a:b], out=out[:, : b - a])
+
+    return {"gemm_torch": lambda: run(t_mm), "gemm_numpy": lambda: run(n_mm)}
+
+
+def _gemm_summary(res: dict, n: int, v: int) -> dict:
+    flops = 2 * n * v  # per relabelling
+    out = {"flops_per_perm": flops}
+    for clock, key in (("wall", "median_ms"), ("cpu", "cpu_median_ms")):
+        rates = {lib: flops / (res[f"gemm_{lib}"][key] * 1e-3) / 1e9 for lib in ("torch", "numpy")}
+        out[f"{clock}_gflops"] = rates
+        out[f"{clock}_bound_ms_per_perm"] = flops / (max(rates.values()) * 1e9) * 1e3
+    return out
 
 
 def _threads(k: int) -> dict:
@@ -109,7 +137,7 @@ def _threads(k: int) -> dict:
 
 def _cli(y32: np.ndarray, mask: np.ndarray, counts: tuple[int, int], repeat: int,
          threads: int, tfce: bool) -> dict:
-    """Wall time of ``calipers permute`` (a fresh process: imports, JIT cache, I/O included)."""
+    """Wall and CPU time of ``calipers permute`` (a fresh process: imports, JIT cache, I/O)."""
     import nibabel as nib
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -131,12 +159,15 @@ def _cli(y32: np.ndarray, mask: np.ndarray, counts: tuple[int, int], repeat: int
             def run(cmd=cmd):
                 subprocess.run(cmd, check=True, env=env, capture_output=True)
 
-            out[n_perm] = _repeat(run, repeat, 1)  # ms per run
+            out[n_perm] = _interleaved({"x": run}, repeat, 1, children=True)["x"]  # ms a run
         lo, hi = counts
-        med = {c: out[c]["median_ms"] / 1e3 for c in counts}
-        slope = (med[hi] - med[lo]) / (hi - lo)
-        return {"runs": {str(c): out[c] for c in counts},
-                "slope_ms_per_perm": slope * 1e3, "fixed_s": med[lo] - slope * lo}
+        res = {"runs": {str(c): out[c] for c in counts}}
+        for clock, key in (("", "median_ms"), ("cpu_", "cpu_median_ms")):
+            med = {c: out[c][key] / 1e3 for c in counts}
+            slope = (med[hi] - med[lo]) / (hi - lo)
+            res[f"{clock}slope_ms_per_perm"] = slope * 1e3
+            res[f"{clock}fixed_s"] = med[lo] - slope * lo
+        return res
 
 
 def main() -> None:
@@ -172,14 +203,28 @@ def main() -> None:
     x = np.c_[rng.normal(size=n), np.ones(n), rng.normal(size=(n, 2))]
     res: dict = {"load_start": _load()}
 
-    res["gemm"] = _gemm_bound(y32, p, args.repeat)
     permutation_test(y[:, :2000], n_permutations=64, device="cpu")  # compile outside timings
     permutation_test(y[:, :2000], x, [[1, 0, 0, 0]], n_permutations=64, device="cpu")
-    res["calipers_max_t"] = _repeat(
-        lambda: permutation_test(y, n_permutations=p, device="cpu"), args.repeat, p)
-    res["calipers_glm"] = _repeat(
-        lambda: permutation_test(y, x, [[1, 0, 0, 0]], n_permutations=p, device="cpu"),
-        args.repeat, p)
+    from nilearn.mass_univariate import permuted_ols
+
+    def nilearn(tested, confounds, intercept):
+        permuted_ols(tested, y, confounding_vars=confounds, model_intercept=intercept,
+                     n_perm=p, two_sided_test=False, random_state=0, n_jobs=1, verbose=0,
+                     output_type="dict")
+
+    # one-sample max-T: calipers, nilearn and the GEMM bound interleaved, repeat by repeat
+    fns = {"calipers_max_t": lambda: permutation_test(y, n_permutations=p, device="cpu"),
+           **_gemm_fns(y32, p)}
+    if not args.skip_nilearn:
+        fns["nilearn_max_t"] = lambda: nilearn(np.ones((n, 1)), None, False)
+    res.update(_interleaved(fns, args.repeat, p))
+    res["gemm"] = _gemm_summary(res, n, v)
+    fns = {"calipers_glm": lambda: permutation_test(y, x, [[1, 0, 0, 0]], n_permutations=p,
+                                                    device="cpu"),
+           "calipers_max_t_again": fns["calipers_max_t"]}  # the GLM ratio at the same load
+    if not args.skip_nilearn:
+        fns["nilearn_glm"] = lambda: nilearn(x[:, :1], x[:, 2:], True)
+    res.update(_interleaved(fns, args.repeat, p))
     slab = mask.copy()
     slab[:, :, 46:] = False  # compile the TFCE kernels outside the timing
     permutation_test(y[:, : slab.sum()], mask=slab, tfce=True, n_permutations=4, device="cpu")
@@ -187,35 +232,26 @@ def main() -> None:
         lambda: permutation_test(y, mask=mask, tfce=True, n_permutations=args.tfce_perm,
                                  device="cpu"), max(3, args.repeat // 2), args.tfce_perm)
     if not args.skip_cli:
-        lo, hi = (10, 10 + p)
-        res["cli_max_t"] = _cli(y32, mask, (lo, hi), max(3, args.repeat // 2), args.threads,
-                                tfce=False)
-    if not args.skip_nilearn:
-        from nilearn.mass_univariate import permuted_ols
-
-        def nilearn(tested, confounds, intercept):
-            permuted_ols(tested, y, confounding_vars=confounds, model_intercept=intercept,
-                         n_perm=p, two_sided_test=False, random_state=0, n_jobs=1, verbose=0,
-                         output_type="dict")
-
-        res["nilearn_max_t"] = _repeat(lambda: nilearn(np.ones((n, 1)), None, False),
-                                       args.repeat, p)
-        res["nilearn_glm"] = _repeat(lambda: nilearn(x[:, :1], x[:, 2:], True), args.repeat, p)
+        res["cli_max_t"] = _cli(y32, mask, (10, 10 + 5 * p), max(3, args.repeat // 2),
+                                args.threads, tfce=False)
     res["load_end"] = _load()
 
-    summary = {"max_t_over_gemm_bound":
-               res["calipers_max_t"]["median_ms"] / res["gemm"]["bound_ms_per_perm"],
-               "glm_over_one_sample":
-               res["calipers_glm"]["median_ms"] / res["calipers_max_t"]["median_ms"],
-               "tfce_ms_per_perm": res["calipers_tfce"]["median_ms"]}
-    if "nilearn_max_t" in res:
-        summary["max_t_speedup_vs_nilearn"] = (res["nilearn_max_t"]["median_ms"]
-                                               / res["calipers_max_t"]["median_ms"])
-        summary["glm_speedup_vs_nilearn"] = (res["nilearn_glm"]["median_ms"]
-                                             / res["calipers_glm"]["median_ms"])
+    summary = {}
+    for clock, key in (("", "median_ms"), ("cpu_", "cpu_median_ms")):
+        summary[f"{clock}max_t_over_gemm_bound"] = (
+            res["calipers_max_t"][key] / res["gemm"][f"{clock or 'wall_'}bound_ms_per_perm"])
+        summary[f"{clock}glm_over_one_sample"] = (res["calipers_glm"][key]
+                                                  / res["calipers_max_t_again"][key])
+        summary[f"{clock}tfce_ms_per_perm"] = res["calipers_tfce"][key]
+        if "nilearn_max_t" in res:
+            summary[f"{clock}max_t_speedup_vs_nilearn"] = (res["nilearn_max_t"][key]
+                                                           / res["calipers_max_t"][key])
+            summary[f"{clock}glm_speedup_vs_nilearn"] = (res["nilearn_glm"][key]
+                                                         / res["calipers_glm"][key])
     if "cli_max_t" in res:
-        summary["cli_fixed_s"] = res["cli_max_t"]["fixed_s"]
-        summary["cli_slope_ms_per_perm"] = res["cli_max_t"]["slope_ms_per_perm"]
+        for clock in ("", "cpu_"):
+            for k in ("fixed_s", "slope_ms_per_perm"):
+                summary[f"{clock}cli_{k}"] = res["cli_max_t"][f"{clock}{k}"]
     report = {
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                     **env_info},
@@ -241,28 +277,34 @@ def _print(r: dict) -> None:
     m, pr = r["machine"], r["problem"]
     print(f"{m['cpu']} ({m['cores']} cores), {m['threads']} thread(s) for every library; "
           f"load {r['load_start']} -> {r['load_end']}")
-    print(f"{pr['n_voxels']} voxels, n = {pr['n_subjects']}, {pr['n_perm']} relabellings, "
-          f"median of {pr['repeat']} [min-max] in ms per relabelling")
+    print(f"{pr['n_voxels']} voxels, n = {pr['n_subjects']}, {pr['n_perm']} relabellings; "
+          f"ms per relabelling, median of {pr['repeat']} [min-max], wall | process CPU")
     g = r["gemm"]
-    rates = ", ".join(f"{k} {v['median_gflops']:.1f}" for k, v in g["rates"].items())
-    print(f"sgemm (P x n)(n x V): {rates} GFLOP/s -> bound {g['bound_ms_per_perm']:.3f} ms")
+    rates = ", ".join(f"{k} {v:.1f}" for k, v in g["wall_gflops"].items())
+    print(f"sgemm (P x n)(n x V), wall: {rates} GFLOP/s -> bound "
+          f"{g['wall_bound_ms_per_perm']:.3f} ms (CPU time: {g['cpu_bound_ms_per_perm']:.3f})")
 
     def row(name, key):
         if key in r:
             s = r[key]
-            print(f"  {name:34s} {s['median_ms']:9.3f} [{s['min_ms']:.3f}-{s['max_ms']:.3f}]"
+            print(f"  {name:32s} {s['median_ms']:8.3f} [{s['min_ms']:.3f}-{s['max_ms']:.3f}] | "
+                  f"{s['cpu_median_ms']:8.3f} [{s['cpu_min_ms']:.3f}-{s['cpu_max_ms']:.3f}]"
                   f"  load {s['load'][0]}-{s['load'][1]}")
 
     row("calipers max-T (+ uncorrected p)", "calipers_max_t")
     row("nilearn permuted_ols max-T", "nilearn_max_t")
+    row("torch GEMM alone", "gemm_torch")
+    row("numpy GEMM alone", "gemm_numpy")
     row("calipers GLM, 2 nuisance (FL)", "calipers_glm")
+    row("calipers max-T, same runs as GLM", "calipers_max_t_again")
     row("nilearn permuted_ols GLM", "nilearn_glm")
     row("calipers TFCE (whole pipeline)", "calipers_tfce")
     if "cli_max_t" in r:
         c = r["cli_max_t"]
-        print(f"  CLI max-T: fixed {c['fixed_s']:.2f} s + {c['slope_ms_per_perm']:.3f} ms/perm")
+        print(f"  CLI max-T: fixed {c['fixed_s']:.2f} s + {c['slope_ms_per_perm']:.3f} ms/perm "
+              f"(CPU time: {c['cpu_fixed_s']:.2f} s + {c['cpu_slope_ms_per_perm']:.3f} ms/perm)")
     for k, v in r["summary"].items():
-        print(f"  {k:34s} {v:9.2f}   (target {r['targets'].get(k, '-')})")
+        print(f"  {k:36s} {v:9.2f}   (target {r['targets'].get(k, '-')})")
 
 
 if __name__ == "__main__":
