@@ -371,7 +371,8 @@ def _chunk_fused(prep, left, obs, ident, abs_scores, counts, bufs: _FusedBuffers
     # rows p·width + j -> columns j·m + p
     left_t = left.view(n_rel, width, n_sub).permute(2, 1, 0).reshape(n_sub, width * n_rel)
     ident_idx = np.ascontiguousarray(ident.numpy(), dtype=np.int64)
-    blockmax = bufs.blockmax[:, :n_rel]
+    n_blocks = bufs.blockmax.shape[0]  # a contiguous view: one compiled layout for all chunks
+    blockmax = bufs.blockmax.reshape(-1)[: n_blocks * n_rel].reshape(n_blocks, n_rel)
     blockmax.fill(-np.inf)
     obs_np, counts_np = obs.numpy(), counts.numpy()
     tile, cols = bufs.tile, width * n_rel
