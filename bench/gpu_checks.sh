@@ -10,6 +10,7 @@
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh d    # step 6 (about 7 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh e    # step 7 (about 2 min)
 #   OUT=/tmp/gpu bash bench/gpu_checks.sh h    # step 8 (at most 9 min; per-fold results kept)
+#   OUT=/tmp/gpu bash bench/gpu_checks.sh p    # step 9 (under 3 min)
 #
 # 1. issue 4: MC-dropout memory of the 3-D U-Net, chunked vs naive (max_memory_allocated)
 # 2. issue 6: batched vs one-by-one vs calipers.evaluation.train.fit training, UCI yacht and kin8nm
@@ -25,6 +26,8 @@
 # 8. issue 14: hippocampus with the CPU recipe (patches, foreground sampling, augmentation,
 #    cosine LR; `make validate-seg`), HIPPO_EPOCHS (default 100) epochs: folds finished within
 #    the time limit are kept in $OUT/seg_runs and their metrics.json files come back
+# 9. issue 17: permutation engine, whole brain: 10,000 sign flips max-T (goal <= 0.1 s compute),
+#    1,000 TFCE permutations (goal <= 5 s), p-maps equal to the CPU's; one JSON line
 set -u
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
@@ -61,6 +64,9 @@ elif [ "${1:-a}" = h ]; then
         > "$OUT/seg_hippocampus_recipe.log" 2>&1
     cat "$OUT"/seg_runs/hippocampus/unet/fold-*/metrics.json > "$OUT/hippocampus_folds.json" \
         2>/dev/null
+elif [ "${1:-a}" = p ]; then
+    timeout 180 $PY bench/gpu_permutation_check.py > "$OUT/permutation_gpu.json" 2> "$OUT/permutation_gpu.log"
+    cat "$OUT/permutation_gpu.json"
 elif [ "${1:-a}" = c ]; then
     CALIPERS_UCI_DATASETS=kin8nm timeout 580 $PY -m pytest -q -s -m slow validate/test_uci.py \
         > "$OUT/uci_kin8nm.log" 2>&1

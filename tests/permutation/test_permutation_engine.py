@@ -311,3 +311,71 @@ def test_constant_nuisance_dropped_under_permutation_changes_nothing(monkeypatch
     np.testing.assert_array_equal(fast.p_fwe, full.p_fwe)
     np.testing.assert_array_equal(fast.p_uncorrected, full.p_uncorrected)
     np.testing.assert_allclose(fast.max_null[0], full.max_null[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("width", "k", "is_t", "absval"), [
+    (1, 1, True, False), (1, 1, True, True), (1, 1, False, False), (3, 1, True, False),
+    (3, 1, True, True), (2, 1, True, False), (4, 1, True, False), (4, 2, False, False),
+])
+def test_fused_max_count_pass_equals_two_passes(rng, width, k, is_t, absval):
+    """NOTE [Fused max-T pass]: one pass over a voxel-major tile gives the row maxima and the
+    exceedance counts of the two-pass (scores, then max and >=) computation on the same tile."""
+    from calipers.permutation import engine
+
+    pytest.importorskip("numba")
+    m, n_vox, block = 37, 150, 64
+    g = (rng.normal(size=(n_vox, width * m)) * (0.3 / width)).astype(np.float32)  # 1 - b > 0
+    cols = g.reshape(n_vox, width, m)
+    if width == 1 and is_t:
+        score = np.abs(cols[:, 0]) if absval else cols[:, 0].copy()
+    else:
+        den = np.maximum(1 - (cols[:, k:] ** 2).sum(1), np.float32(1e-12))
+        if is_t:
+            score = cols[:, 0] / np.sqrt(den)
+            score = np.abs(score) if absval else score
+        else:
+            score = (cols[:, :k] ** 2).sum(1) / den
+    obs = np.quantile(score, 0.9, axis=1).astype(np.float32)
+    ident = np.array([0, 5])
+    score[:, ident] = obs[:, None]
+    n_blocks = -(-n_vox // block)
+    blockmax = np.full((n_blocks, m), -np.inf, np.float32)
+    counts = np.zeros(n_vox, np.int64)
+    engine._fused_reduce(g.copy(), m, k, is_t, obs, ident, absval, blockmax, counts, block)
+    if width == 1:  # the same float32 operations: equal bit for bit
+        assert_array_equal(blockmax.max(0), score.max(0))
+        assert_array_equal(counts, (score >= obs[:, None]).sum(1))
+    else:  # fma contraction may round the denominator differently in the last bit
+        assert_allclose(blockmax.max(0), score.max(0), rtol=1e-5)
+        assert np.abs(counts - (score >= obs[:, None]).sum(1)).sum() <= 2
+        assert_array_equal(counts >= 2, np.ones(n_vox, bool))  # the two identity columns count
+
+
+def test_split_enumeration_of_exhaustive_flips_equals_plain_enumeration(rng, monkeypatch):
+    """NOTE [Split enumeration of exhaustive sign flips]: H(g) + L(t) per score gives the counts
+    and maxima of the full GEMM over the plain enumeration, aligned chunks or not."""
+    pytest.importorskip("numba")
+    from calipers.permutation import engine
+
+    n = 12
+    y = rng.normal(0.3, 1.0, size=(n, 700))
+    calls = []
+    real = engine._chunk_split
+    monkeypatch.setattr(engine, "_chunk_split", lambda *a: calls.append(1) or real(*a))
+    split = permutation_test(y, n_permutations=2**n, device="cpu")
+    assert split.exhaustive == (True,) and len(calls) == 4  # 4 chunks of 1,024, all split
+    odd = permutation_test(y, n_permutations=2**n, device="cpu", chunk_size=1000)
+    assert len(calls) == 5  # of the 1,000-row chunks only the last (4000..4095) is aligned
+    monkeypatch.setattr(engine, "_SPLIT_LOW", 64)  # never splits
+    plain = permutation_test(y, n_permutations=2**n, device="cpu")
+    assert len(calls) == 5
+    for other in (odd, plain):
+        assert_array_equal(split.p_uncorrected[0], other.p_uncorrected[0])
+        assert_array_equal(split.p_fwe[0], other.p_fwe[0])
+        assert_allclose(split.max_null[0], other.max_null[0], rtol=1e-5)
+    flips = np.array(list(itertools.product([1.0, -1.0], repeat=n)))[:, ::-1]  # bit i: subject i
+    null = _flip_t(flips, y)
+    p_unc, p_fwe = _brute_p(null, st.ttest_1samp(y, 0.0).statistic)
+    assert_array_equal(split.p_uncorrected[0], p_unc)
+    assert_array_equal(split.p_fwe[0], p_fwe)
+    assert_allclose(split.max_null[0], null.max(1), rtol=1e-5)  # in enumeration order

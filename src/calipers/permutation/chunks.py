@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from calipers._device import resolve_device
 from calipers.permutation.design import Relabellings
 from calipers.permutation.engine import (
     ContrastNull,
@@ -118,8 +119,12 @@ def run_chunked(
 
     extras = extras or _Extras()
     executor = executor or SerialExecutor()
-    per_contrast = [chunk_ranges(r.n, engine_chunk(p, r.n, chunk_size=chunk_size, extras=extras),
-                                 n_chunks) for p, r in zip(preps, relabellings, strict=True)]
+    dev = resolve_device(device)
+    per_contrast = [
+        chunk_ranges(r.n, engine_chunk(p, r.n, chunk_size=chunk_size, extras=extras, device=dev),
+                     n_chunks)
+        for p, r in zip(preps, relabellings, strict=True)
+    ]
     total = sum(r.n for r in relabellings)
     with ExitStack() as stack:
         if work_dir is None:

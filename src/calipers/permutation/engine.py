@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 _TILE_ELEMENTS = 1 << 20  # scores per GEMM tile (Pc·m × Vt), 4 MiB in float32 (measured best)
+_CUDA_TILE_ELEMENTS = 1 << 26  # on a GPU: 256 MiB tiles, a few kernel launches per chunk
+_FUSED_TILE_BYTES = 1 << 19  # fused CPU path: (Vt × Pc·m) float32 tile, half of one core's L2
 _FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
 
 
@@ -289,15 +292,20 @@ class RangeNull:
 
 
 def engine_chunk(prep: PreparedContrast, n_perm: int, *, chunk_size: int | None = None,
-                 extras: _Extras | None = None) -> int:
-    """Relabellings per GEMM chunk that :func:`run_contrast` uses for ``n_perm`` relabellings."""
+                 extras: _Extras | None = None, device: Any = None) -> int:
+    """Relabellings per GEMM chunk that :func:`run_contrast` uses for ``n_perm`` relabellings
+    on ``device`` (a GPU takes fewer, larger chunks)."""
     extras = extras or _Extras()
     width = prep.basis.shape[1]
     chunk = chunk_size or (
         _default_full_chunk(prep.y_hat.shape[1], width) if extras.full_maps
         else max(128, 1024 // width)
     )
-    return min(chunk, n_perm)
+    chunk = min(chunk, n_perm)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    if on_gpu and chunk_size is None and not extras.full_maps:
+        chunk = max(chunk, min(n_perm, 4096 // width))  # fewer, larger kernels on a GPU
+    return chunk
 
 
 def run_contrast_range(
@@ -321,11 +329,15 @@ def run_contrast_range(
     obs = torch.as_tensor(prep.score, dtype=dtype, device=device)
     width = prep.basis.shape[1]
     abs_scores = two_sided and prep.kind == "t"
-    chunk = engine_chunk(prep, n_perm, chunk_size=chunk_size, extras=extras)
-    tile = max(64, min(n_vox, _TILE_ELEMENTS // (chunk * width)))
+    chunk = engine_chunk(prep, n_perm, chunk_size=chunk_size, extras=extras, device=device)
+    per_tile = _TILE_ELEMENTS if device.type == "cpu" else _CUDA_TILE_ELEMENTS
+    tile = max(64, min(n_vox, per_tile // (chunk * width)))
     max_score = torch.empty(stop - start, dtype=dtype, device=device)
     counts = torch.zeros(n_vox, dtype=torch.int64, device=device)
     full = _FullMapState(prep, extras, n_perm, two_sided) if extras.full_maps else None
+    fused = None
+    if full is None and device.type == "cpu" and _HAVE_NUMBA:
+        fused = _FusedBuffers(y_hat, chunk, width)
     for p0 in range(start, stop, chunk):
         p1 = min(p0 + chunk, stop)
         rows = relabellings.rows(p0, p1)
@@ -336,8 +348,11 @@ def run_contrast_range(
             _left_rows(prep, rows, relabellings.flip), dtype=dtype, device=device
         )
         maps = torch.empty(p1 - p0, n_vox, dtype=dtype, device=device) if full else None
-        if maps is None and device.type == "cpu" and _HAVE_NUMBA:
-            running = _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile)
+        split = fused is not None and not abs_scores and _split_rows(prep, rows, relabellings)
+        if split:
+            running = _chunk_split(prep, rows, obs, ident, counts, *split)
+        elif fused is not None:
+            running = _chunk_fused(prep, left, obs, ident, abs_scores, counts, fused)
         else:
             running = _chunk_torch(prep, left, y_hat, obs, ident, abs_scores, counts, tile, maps)
         max_score[p0 - start : p1 - start] = running
@@ -433,103 +448,217 @@ def _fused_block(tile: int) -> int:
     return max(_FUSED_BLOCK, -(-per_thread // 16) * 16)
 
 
-def _chunk_fused(prep, left, y_hat, obs, ident, abs_scores, counts, tile):
-    """As ``_chunk_torch`` for max-T on the CPU: GEMM by torch, the rest in one numba pass."""
-    n_vox, width = y_hat.shape[1], prep.basis.shape[1]
+def _fused_tile(n_vox: int, columns: int) -> int:
+    """Voxels per GEMM tile of the fused path: the (Vt, columns) float32 tile fills the cache."""
+    return int(max(16, min(n_vox, _FUSED_TILE_BYTES // (4 * columns))))
+
+
+class _FusedBuffers:
+    """The fused path's working memory, allocated once per contrast (reused by every chunk)."""
+
+    def __init__(self, y_hat: torch.Tensor, chunk: int, width: int):
+        self.y_t = y_hat.T.contiguous()  # (V, n): a voxel tile is a contiguous row block
+        self.tile = _fused_tile(y_hat.shape[1], chunk * width)
+        self.block = _fused_block(self.tile)
+        self.out = torch.empty(self.tile, chunk * width, dtype=y_hat.dtype)
+        n_blocks = -(-self.tile // self.block)
+        self.blockmax = np.empty((n_blocks, chunk), np.float32)
+
+
+def _chunk_fused(prep, left, obs, ident, abs_scores, counts, bufs: _FusedBuffers):
+    """As ``_chunk_torch`` for max-T on the CPU: GEMM by torch, the rest in one numba pass.
+
+    # NOTE [Fused max-T pass]
+    The GEMM is laid out voxel-major, G = Ŷ_tileᵀ · Lᵀ of shape (Vt, width·m) with column
+    j·m + p holding basis column j under relabelling p. For one voxel the m scores are then
+    contiguous, so both reductions vectorise with no loop-carried dependency across lanes: the
+    per-relabelling max is an elementwise running max over voxel rows, and the exceedance count
+    is one integer sum per voxel. (The relabelling-major layout makes the max a horizontal
+    reduction per row, which numba/LLVM does not vectorise: 8x slower, measured.) The tile
+    (Vt · width·m float32) is sized to stay in cache between the GEMM and the pass.
+    """
+    n_vox, width = bufs.y_t.shape[0], prep.basis.shape[1]
     n_rel = left.shape[0] // width
-    is_ident = np.zeros(n_rel, dtype=np.bool_)
-    is_ident[ident.numpy()] = True
-    block = _fused_block(tile)
-    blockmax = np.full(((tile + block - 1) // block, n_rel), -np.inf, np.float32)
+    n_sub = left.shape[1]
+    # rows p·width + j -> columns j·m + p
+    left_t = left.view(n_rel, width, n_sub).permute(2, 1, 0).reshape(n_sub, width * n_rel)
+    ident_idx = np.ascontiguousarray(ident.numpy(), dtype=np.int64)
+    n_blocks = bufs.blockmax.shape[0]  # a contiguous view: one compiled layout for all chunks
+    blockmax = bufs.blockmax.reshape(-1)[: n_blocks * n_rel].reshape(n_blocks, n_rel)
+    blockmax.fill(-np.inf)
     obs_np, counts_np = obs.numpy(), counts.numpy()
-    buf = torch.empty(left.shape[0], tile, dtype=left.dtype)  # reused: no page faults per tile
+    tile, cols = bufs.tile, width * n_rel
+    flat = bufs.out.view(-1)[: tile * cols].view(tile, cols)
     for v0 in range(0, n_vox, tile):
         v1 = min(v0 + tile, n_vox)
-        out = buf[:, : v1 - v0] if v1 - v0 == tile else torch.empty(left.shape[0], v1 - v0)
-        torch.matmul(left, y_hat[:, v0:v1], out=out)
-        g = out.numpy().reshape(n_rel, width, v1 - v0)
-        _fused_reduce(g, prep.k, prep.kind == "t", obs_np[v0:v1], is_ident, abs_scores, blockmax,
-                      counts_np[v0:v1], block)
+        out = flat[: v1 - v0]
+        torch.matmul(bufs.y_t[v0:v1], left_t, out=out)
+        _fused_reduce(out.numpy(), n_rel, prep.k, prep.kind == "t", obs_np[v0:v1], ident_idx,
+                      abs_scores, blockmax, counts_np[v0:v1], bufs.block)
     return torch.from_numpy(blockmax.max(axis=0))
 
 
 if _HAVE_NUMBA:
 
-    # reassociation lets the max and count loops vectorise; no nnan/ninf (blockmax starts at -inf)
+    # no nnan/ninf: blockmax starts at -inf; reassociation lets the count sums vectorise
     @njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-    def _fused_reduce(g, k, is_t, obs, is_ident, absval, blockmax, counts, block):
-        """Scores of g (P, k+q, Vt): per-relabelling max into blockmax, ``>= obs`` into counts.
+    def _fused_reduce(g, m, k, is_t, obs, ident, absval, blockmax, counts, block):
+        """Scores of g (Vt, width·m), NOTE [Fused max-T pass]: max into blockmax, counts.
 
-        Work items are blocks of ``block`` voxels (no write conflicts); inner loops run over
-        contiguous voxels so they vectorise. Scores as ``_tile_scores``.
+        Work items are blocks of ``block`` voxels (each owns a row of ``blockmax`` and its
+        voxels' counts: no write conflicts). Scores as ``_tile_scores``; the identity columns
+        ``ident`` score the observed value exactly (NOTE [Identity counts in the null]).
         """
-        n_rel, width, n_vox = g.shape
+        n_vox = g.shape[0]
+        width = g.shape[1] // m
+        plain = width == 1 and is_t and not absval
         for b in prange((n_vox + block - 1) // block):
             v0, v1 = b * block, min(b * block + block, n_vox)
-            nb = v1 - v0
-            den = np.empty(nb, np.float32)
-            s = np.empty(nb, np.float32)
-            cnt = np.zeros(nb, np.int32)  # local counts: no int64 read-modify-write per score
-            o = obs[v0:v1]
-            for p in range(n_rel):
-                m = blockmax[b, p]
-                if is_ident[p]:  # NOTE [Identity counts in the null]
-                    for i in range(nb):
-                        m = max(m, o[i])
-                        cnt[i] += 1
-                    blockmax[b, p] = m
+            mx = blockmax[b]
+            s = np.empty(m, np.float32)
+            den = np.empty(m, np.float32)
+            for i in range(v0, v1):
+                row = g[i]
+                o = obs[i]
+                if plain:  # the common one-column t: scores are the GEMM row itself
+                    for q in ident:
+                        row[q] = o
+                    c = 0
+                    for p in range(m):
+                        x = row[p]
+                        mx[p] = x if x > mx[p] else mx[p]
+                        c += 1 if x >= o else 0
+                    counts[i] += c
                     continue
-                if width == 1 and is_t and not absval:  # the common one-column t: no copy
-                    row = g[p, 0, v0:v1]
-                    for i in range(nb):
-                        x = row[i]
-                        m = max(m, x)
-                        cnt[i] += np.int32(x >= o[i])
-                    blockmax[b, p] = m
-                    continue
-                if is_t and not absval and k == 1:  # t with nuisance: row slices, one pass
-                    for i in range(nb):
-                        den[i] = np.float32(1.0)
-                    for j in range(1, width):
-                        r = g[p, j, v0:v1]
-                        for i in range(nb):
-                            den[i] -= r[i] * r[i]
-                    row = g[p, 0, v0:v1]
-                    for i in range(nb):
-                        x = row[i] / np.sqrt(max(den[i], np.float32(1e-12)))
-                        m = max(m, x)
-                        cnt[i] += np.int32(x >= o[i])
-                    blockmax[b, p] = m
-                    continue
-                if width == 1 and is_t:
-                    for i in range(nb):
-                        s[i] = g[p, 0, v0 + i]
-                else:
-                    for i in range(nb):
-                        den[i] = np.float32(1.0)
-                    for j in range(k, width):
-                        for i in range(nb):
-                            den[i] -= g[p, j, v0 + i] * g[p, j, v0 + i]
-                    if is_t:
-                        for i in range(nb):
-                            s[i] = g[p, 0, v0 + i] / np.sqrt(max(den[i], np.float32(1e-12)))
+                if is_t and k == 1 and (width == 2 or width == 3):
+                    # t with one or two nuisance rows (the intercept dropped, NOTE [Constant
+                    # nuisance under permutation]): one loop, unrolled (5x the general path)
+                    eps = np.float32(1e-12)
+                    if width == 2:
+                        for p in range(m):
+                            x1 = row[m + p]
+                            d = np.float32(1.0) - x1 * x1
+                            d = d if d > eps else eps
+                            s[p] = row[p] / np.sqrt(d)
                     else:
-                        for i in range(nb):
-                            s[i] = np.float32(0.0)
+                        for p in range(m):
+                            x1 = row[m + p]
+                            x2 = row[2 * m + p]
+                            d = np.float32(1.0) - x1 * x1 - x2 * x2
+                            d = d if d > eps else eps
+                            s[p] = row[p] / np.sqrt(d)
+                    if absval:
+                        for p in range(m):
+                            s[p] = abs(s[p])
+                elif width == 1 and is_t:
+                    for p in range(m):
+                        s[p] = abs(row[p])
+                else:
+                    for p in range(m):
+                        den[p] = np.float32(1.0)
+                    for j in range(k, width):
+                        for p in range(m):
+                            x = row[j * m + p]
+                            den[p] -= x * x
+                    for p in range(m):  # a ternary, not max(): numba's max() does not vectorise
+                        den[p] = den[p] if den[p] > np.float32(1e-12) else np.float32(1e-12)
+                    if is_t:
+                        for p in range(m):
+                            s[p] = row[p] / np.sqrt(den[p])
+                        if absval:
+                            for p in range(m):
+                                s[p] = abs(s[p])
+                    else:
+                        for p in range(m):
+                            s[p] = np.float32(0.0)
                         for j in range(k):
-                            for i in range(nb):
-                                s[i] += g[p, j, v0 + i] * g[p, j, v0 + i]
-                        for i in range(nb):
-                            s[i] = s[i] / max(den[i], np.float32(1e-12))
-                if absval:
-                    for i in range(nb):
-                        s[i] = abs(s[i])
-                for i in range(nb):
-                    m = max(m, s[i])
-                    cnt[i] += np.int32(s[i] >= o[i])
-                blockmax[b, p] = m
-            for i in range(nb):
-                counts[v0 + i] += cnt[i]
+                            for p in range(m):
+                                x = row[j * m + p]
+                                s[p] += x * x
+                        for p in range(m):
+                            s[p] = s[p] / den[p]
+                for q in ident:
+                    s[q] = o
+                c = 0
+                for p in range(m):
+                    x = s[p]
+                    mx[p] = x if x > mx[p] else mx[p]
+                    c += 1 if x >= o else 0
+                counts[i] += c
+
+
+_SPLIT_LOW = 5  # exhaustive sign flips: 2**5 low patterns x (chunk / 32) high patterns
+
+
+def _split_rows(prep, rows: np.ndarray, relabellings: Relabellings):
+    """(low bits b, high rows, low rows) when a chunk of exhaustive sign flips splits, else None.
+
+    # NOTE [Split enumeration of exhaustive sign flips]
+    Exhaustive relabelling j flips the subjects whose bit is set in j, so an aligned run of
+    G·T relabellings (T = 2**b) is every pairing of G patterns of the high subjects with the
+    same T patterns of the b low subjects: row g·T + t = hi_g ⊕ lo_t. With one GEMM row per
+    relabelling (a t test without nuisance: the score is linear in the signs),
+
+        score(g·T + t, v) = H(g, v) + L(t, v),  H = hi·diag(q)·Ŷ,  L = lo·diag(q)·Ŷ,
+
+    so the G·T scores of a voxel cost one addition each, after (G + T)·n multiply-adds, instead
+    of n each from the full GEMM: the O(V)-per-flip update of a Gray-code walk, with no running
+    sum to drift (every score is one rounding of two correctly computed parts).
+    """
+    n = rows.shape[1]
+    b = _SPLIT_LOW
+    t_count = 1 << b
+    if (not (relabellings.flip and relabellings.exhaustive) or relabellings._table is not None
+            or prep.basis.shape[1] != 1 or prep.kind != "t" or n < 2 * b
+            or rows.shape[0] % t_count or rows.shape[0] < 2 * t_count):
+        return None
+    grid = rows.reshape(-1, t_count, n)
+    lo, hi = grid[0, :, :b], grid[:, 0, b:]
+    if not ((grid[:, :, :b] == lo[None]).all() and (grid[:, :, b:] == hi[:, None]).all()):
+        return None  # not aligned: the general path
+    return b, hi, lo
+
+
+def _chunk_split(prep, rows, obs, ident, counts, b, hi, lo):
+    """Max-T of a chunk of exhaustive sign flips by NOTE [Split enumeration ...]."""
+    q = prep.basis[:, 0]
+    y = prep.y_hat  # float64: H and L are each rounded once to float32
+    h = np.ascontiguousarray(((hi * q[None, b:]) @ y[b:]).T, dtype=np.float32)  # (V, G)
+    low = np.ascontiguousarray(((lo * q[None, :b]) @ y[:b]).T, dtype=np.float32)  # (V, T)
+    block = _fused_block(h.shape[0])  # one long work item per thread: H, L read in order
+    blockmax = np.full((-(-h.shape[0] // block), rows.shape[0]), -np.inf, np.float32)
+    _split_reduce(h, low, obs.numpy(), np.ascontiguousarray(ident.numpy(), dtype=np.int64),
+                  blockmax, counts.numpy(), block)
+    return torch.from_numpy(blockmax.max(axis=0))
+
+
+if _HAVE_NUMBA:
+
+    @njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+    def _split_reduce(h, low, obs, ident, blockmax, counts, block):
+        """Scores H(g, v) + L(t, v) at column g·T + t: max into blockmax, ``>= obs`` counts."""
+        n_vox, n_hi = h.shape
+        n_lo = low.shape[1]
+        m = n_hi * n_lo
+        for b in prange((n_vox + block - 1) // block):
+            v0, v1 = b * block, min(b * block + block, n_vox)
+            mx = blockmax[b]
+            s = np.empty(m, np.float32)
+            for i in range(v0, v1):
+                lr = low[i]
+                for g in range(n_hi):
+                    hg = h[i, g]
+                    for t in range(n_lo):
+                        s[g * n_lo + t] = hg + lr[t]
+                o = obs[i]
+                for q in ident:
+                    s[q] = o
+                c = 0
+                for p in range(m):
+                    x = s[p]
+                    mx[p] = x if x > mx[p] else mx[p]
+                    c += 1 if x >= o else 0
+                counts[i] += c
 
 
 def _identity_rows(rows: np.ndarray, flip: bool) -> np.ndarray:

@@ -8,6 +8,7 @@ fallback labels the map once per threshold (slow; warned).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -360,11 +361,17 @@ if _HAVE_NUMBA:
         return order, start
 
     @njit(cache=True, nogil=True)
+    def _pow_e(size, E):
+        """size**E; sqrt for FSL's E = 0.5 (the same correctly rounded value; whole-brain TFCE
+        measured 5-8% faster than with pow)."""
+        return math.sqrt(size) if E == 0.5 else size**E
+
+    @njit(cache=True, nogil=True)
     def _flush(root, level, size, top, acc, weights, E):
         """Credit levels level+1..top[root] at the root's current size; then top = level."""
         t = top[root]
         if t > level:
-            acc[root] += size[root] ** E * (weights[t] - weights[level])
+            acc[root] += _pow_e(size[root], E) * (weights[t] - weights[level])
             top[root] = level
 
     @njit(cache=True, nogil=True)
@@ -409,7 +416,7 @@ if _HAVE_NUMBA:
                     size[root] += size[other]
         for v in range(n_vox):  # index order: sequential memory access
             if parent[v] == v:
-                acc[v] += size[v] ** E * weights[top[v]]
+                acc[v] += _pow_e(size[v], E) * weights[top[v]]
         for v in range(n_vox):
             if parent[v] < 0:
                 continue
