@@ -5,6 +5,13 @@
 #
 #   OUT=/tmp/gpu bash bench/gpu_session.sh           # PY=python3 by default (the machine's torch)
 #
+# On a bare GPU machine with PyTorch but without calipers' other dependencies, bring wheels of
+# pydantic, pydantic-core, annotated-types, typing-inspection, nibabel, monai and nilearn
+# (pip download --no-deps ... -d .whl), install them with
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+# and run with PYTHONPATH=/tmp/site:$PWD/src; copy ../shared/data/hippocampus-msd next to the
+# repository and point CALIPERS_DATA at that folder (about 45 MB in all).
+#
 # Data for the hippocampus step: $CALIPERS_DATA/hippocampus-msd (default ../shared/data).
 # Steps: 1 the CUDA tests (issues 11, 13: device paths of the engine, MC dropout, batched MLPs,
 # permutation, the GPU monitor/finder); 2 `calipers gpu` and `calipers demo` on CUDA with the
