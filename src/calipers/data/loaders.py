@@ -64,12 +64,24 @@ def load_arrays(path: str | os.PathLike[str], *, task: str = "classification") -
     return make_dataset(X, y, task=task, name=p.name, groups=groups)
 
 
+def read_image_chw(f: Path) -> np.ndarray:
+    """One image file as float32 ``(C, H, W)`` in [0, 1]: grey images get C = 1, others RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+            a = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {f}: {exc}") from exc
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
 def load_images(path: str | os.PathLike[str]) -> Dataset:
     """A folder with one subfolder per class of PNG/JPEG images, all the same size.
 
     Grayscale images give ``(N, 1, H, W)``, colour ``(N, 3, H, W)``, scaled to [0, 1].
     """
-    from PIL import Image, UnidentifiedImageError
 
     root = _existing(path, "image folder")
     if not root.is_dir():
@@ -85,13 +97,7 @@ def load_images(path: str | os.PathLike[str]) -> Dataset:
         if not files:
             raise DataError(f"class folder {d} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
         for f in files:
-            try:
-                with Image.open(f) as im:
-                    mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-                    a = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"cannot read image {f}: {exc}") from exc
-            arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+            arrays.append(read_image_chw(f))
             labels.append(d.name)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

@@ -252,11 +252,18 @@ def load_segmentation(root: str | Path, *, kind: str, multiple: int = 16,
     ndims = {x.ndim for x in images}
     if len(ndims) != 1:
         raise DataError(f"{root}: images mix {sorted(ndims)}-D data; use one dimensionality.")
+    return assemble(images, labels, tuple(_stem(p[0]) for p in pairs), kind=kind,
+                    multiple=multiple)
+
+
+def assemble(images: list[np.ndarray], labels: list[np.ndarray], names: tuple[str, ...], *,
+             kind: str, multiple: int) -> SegmentationData:
+    """Normalised images and their integer labels (each of its own shape) padded to one shape,
+    a multiple of ``multiple``; labels mapped to 0..C-1 (0/255 masks to 0/1)."""
     values = _label_map(np.concatenate([np.unique(y) for y in labels]))
     shapes = np.array([x.shape for x in images], dtype=np.int64)
     target = pad_multiple(tuple(shapes.max(axis=0)), multiple)
     X = np.stack([pad_to(x, target) for x in images])[:, None]
     binary = values == (0, 255)
     y = np.stack([pad_to((v // 255 if binary else v).astype(np.uint8), target) for v in labels])
-    return SegmentationData(X, y, shapes, tuple(_stem(p[0]) for p in pairs), values, kind,
-                            int(multiple))
+    return SegmentationData(X, y, shapes, names, values, kind, int(multiple))

@@ -10,13 +10,7 @@ import numpy as np
 
 from calipers.data.pack import read_index
 from calipers.exceptions import DataError
-from calipers.segmentation.data import (
-    SegmentationData,
-    _label_map,
-    normalize_intensity,
-    pad_multiple,
-    pad_to,
-)
+from calipers.segmentation.data import assemble, normalize_intensity
 
 __all__ = ["load_segmentation_pack"]
 
@@ -39,11 +33,5 @@ def load_segmentation_pack(path: str | os.PathLike[str], *, multiple: int = 16):
 
     images = [normalize_intensity(part(Xf, v)) for v in vols]
     labels = [part(yf, v).astype(np.int64) for v in vols]
-    values = _label_map(np.concatenate([np.unique(y) for y in labels]))
-    shapes = np.array([x.shape for x in images], dtype=np.int64)
-    target = pad_multiple(tuple(shapes.max(axis=0)), multiple)
-    X = np.stack([pad_to(x, target) for x in images])[:, None]
-    binary = values == (0, 255)
-    y = np.stack([pad_to((v // 255 if binary else v).astype(np.uint8), target) for v in labels])
-    return SegmentationData(X, y, shapes, tuple(v["name"] for v in vols), values,
-                            index.get("image_kind", "nifti"), int(multiple))
+    return assemble(images, labels, tuple(v["name"] for v in vols),
+                    kind=index.get("image_kind", "nifti"), multiple=multiple)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calipers.data.loaders import read_image_chw
 from calipers.data.pack import FORMAT, VERSION, load_pack, read_index
 from calipers.exceptions import DataError
 from calipers.segmentation.pack import load_segmentation_pack
@@ -50,16 +51,6 @@ class PackInfo:
     nbytes: int
 
 
-def _read_rgb(f: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(f) as im:
-            mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-            a = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {f}: {exc}") from exc
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 def _pack_images(src: Path, tmp: Path, progress) -> dict:
@@ -71,11 +62,11 @@ def _pack_images(src: Path, tmp: Path, progress) -> dict:
             raise DataError(f"class folder {d} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
         files += fs
         labels += [code] * len(fs)
-    first = _read_rgb(files[0])
+    first = read_image_chw(files[0])
     X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32,
                                   shape=(len(files), *first.shape))
     for i, f in enumerate(files):
-        a = first if i == 0 else _read_rgb(f)
+        a = first if i == 0 else read_image_chw(f)
         if a.shape != first.shape:
             raise DataError(f"images in {src} differ in shape/channels: {f} is {a.shape}, "
                             f"{files[0]} is {first.shape}; resize them to one size first.")
