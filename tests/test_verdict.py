@@ -200,18 +200,31 @@ def test_bounded_interval_stays_in_range_and_matches_hand_logit():
     naive = describe_scores(s, test_train_ratio=0.0)
     assert naive.ci_low < 0
     res = describe_scores(s, test_train_ratio=0.5, bounds=(0, 1), n_test=50)
-    assert 0 < res.ci_low < res.mean < res.ci_high < 1
+    assert 0 <= res.ci_low < res.mean < res.ci_high <= 1
     x = (s * 50 + 0.5) / 51
     z = np.log(x / (1 - x))
     half = stats.t.isf(0.025, 2) * math.sqrt((1 / 3 + 0.5) * z.var(ddof=1))
     expit = stats.logistic.cdf
-    assert_allclose([res.ci_low, res.ci_high], expit([z.mean() - half, z.mean() + half]))
+    back = (expit([z.mean() - half, z.mean() + half]) * 51 - 0.5) / 50  # undo the shift
+    assert_allclose([res.ci_low, res.ci_high], np.clip(back, 0, 1))
     assert res.method == "corrected t on the logit scale"
     assert_allclose(res.ci_naive, [naive.ci_low, naive.ci_high])
     top = describe_scores([1.0, 1.0, 0.96, 0.99], test_train_ratio=1 / 3, bounds=(0, 1))
-    assert top.ci_high < 1 and top.ci_low > 0
+    assert top.ci_high <= 1 and 0 < top.ci_low < top.mean
     same = describe_scores([1.0, 1.0, 1.0], test_train_ratio=0.5, bounds=(0, 1))
     assert (same.ci_low, same.ci_high) == (1.0, 1.0)
+
+
+def test_bounded_interval_holds_the_mean_with_few_test_samples():
+    """Six test volumes per fold (ISBI): the empirical-logit shift must not move the limits.
+    Before the fix the mean Dice 0.940 got the interval [0.867, 0.887]."""
+    dice = [0.9376192366287981, 0.9457285043274609, 0.944387281805838, 0.9420787372076601,
+            0.9308179738217062]
+    res = describe_scores(dice, test_train_ratio=0.25, bounds=(0, 1), n_test=6)
+    plain = describe_scores(dice, test_train_ratio=0.25)
+    assert res.ci_low < res.mean < res.ci_high
+    assert res.ci_low == pytest.approx(plain.ci_low, abs=0.002)  # far from the bounds: ~ the t
+    assert res.ci_high == pytest.approx(plain.ci_high, abs=0.002)
 
 
 def test_corrected_interval_is_wider_by_the_nadeau_bengio_factor(rng):

@@ -121,7 +121,7 @@ def test_isbi_em(tmp_path):
     # Random 256x256 crops (MONAI RandSpatialCropd): an epoch costs a quarter of whole slices.
     # CPU protocol (issue 14): 40 epochs, cosine LR with 2 warm-up epochs, flips/affine/gamma,
     # 10 MC passes; about 18 s per epoch per fold on one busy thread of the 2-core machine.
-    epochs = int(os.environ.get("CALIPERS_ISBI_EPOCHS", 6 if QUICK else 40))
+    epochs = int(os.environ.get("CALIPERS_ISBI_EPOCHS", 6 if QUICK else 60))
     recipe = {"patch": [256, 256], "schedule": "cosine", "warmup_epochs": 2, "augment": True}
     rep = _run("isbi2012", data, "png", {"channels": [16, 32, 64, 128], "dropout": 0.1},
                {"epochs": epochs, "batch_size": 2, "lr": 3e-3}, 5 if not QUICK else 3,

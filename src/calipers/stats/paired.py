@@ -17,7 +17,10 @@ Scores bounded on both sides (accuracy, ECE, Dice in [0, 1]; Brier in [0, 2]) ge
 on the logit scale, so it lies inside the bounds by construction instead of being clipped:
 ``x = (s - low) / (high - low)`` is moved off the bounds by the empirical-logit shift
 ``x' = (x * n + 1/2) / (n + 1)`` (n = test samples per fold, 10 000 when unknown), ``z = logit x'``,
-the corrected t interval ``mean(z) ± t_{J-1} sqrt((1/J + r) var(z))`` is computed and mapped back.
+the corrected t interval ``mean(z) ± t_{J-1} sqrt((1/J + r) var(z))`` is computed and mapped back
+through the logistic function and the inverse shift ``x = (x' (n + 1) - 1/2) / n`` (clipped to
+[0, 1]); without undoing the shift, a few test volumes per fold (n = 6) would pull the limits
+towards 1/2, below a mean Dice of 0.94.
 The interval is then asymmetric about the mean where the scores crowd a bound (a mean accuracy
 of 99 % cannot have an upper limit above 100 %); the reported mean stays the plain mean of the
 scores. Scores that are all equal give the interval ``[mean, mean]``.
@@ -240,7 +243,9 @@ def _describe(s: np.ndarray, level: float, ratio: float = 0.0,
         m = n_test or _UNKNOWN_N_TEST
         x = ((s - lo) / (hi - lo) * m + 0.5) / (m + 1)
         zl, zh = _t_interval(np.log(x / (1 - x)), level, ratio)
-        low, high = (lo + (hi - lo) * float(special.expit(v)) for v in (zl, zh))
+        # back through the logit and the shift (x' -> x), so the shift moves no limit
+        back = (np.clip((special.expit(v) * (m + 1) - 0.5) / m, 0.0, 1.0) for v in (zl, zh))
+        low, high = (lo + (hi - lo) * float(v) for v in back)
         method += " on the logit scale"
     folds = tuple(float(v) for v in s)
     return ScoreSummary(mean, std, low, high, n, folds, naive, method)
