@@ -40,6 +40,8 @@ def test_digits_single_split_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     assert "one held-out test set" in res.output
     assert "percentile bootstrap over 200 test samples" in res.output
+    # progress in logs counts the predefined splits (1 per network), not [cv] folds (10)
+    assert "fold 2/2 done" in res.output and "/20" not in res.output
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["protocol"] == "holdout" and s["n_splits"] == 1
     cv = load_cv_result(tmp_path / "run")

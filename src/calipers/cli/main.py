@@ -173,7 +173,15 @@ def _with_determinism(config, on: bool):
 def _run(config, out: Path, report: bool = True, executor=None):
     from calipers.experiment.runner import run_experiment
 
-    n = len(config.networks) * config.cv.folds * config.cv.repeats
+    n_splits = config.cv.folds * config.cv.repeats
+    if config.cv.splits is not None:  # predefined splits: count them (a bad path errors later)
+        from calipers.evaluation.splits import read_splits
+
+        try:
+            n_splits = len(read_splits(config.cv.splits))
+        except (OSError, ValueError):
+            pass
+    n = len(config.networks) * n_splits
     if executor is not None:  # the executor shows task progress itself
         with executor_errors(err_console):
             res = run_experiment(config, out, report=report, executor=executor)
