@@ -241,6 +241,11 @@ def test_compare_three_networks_holm_best_and_json(rng):
     assert wins["A"] == 0 and res.best == max("ABC", key=lambda n: (wins[n], res.summaries[n].mean))
     assert res.sentence.startswith(f"{res.best} is chosen on accuracy: preferred in "
                                    f"{wins[res.best]} of 2 pairwise comparisons")  # fmt: skip
+    # the sentence says how many of those wins are established differences
+    est = sum(p.chosen == res.best and p.outcome == "better" for p in res.pairs)
+    assert (f"better in all {est}" if est == wins[res.best] else
+            f"better in {est} of them; the other {wins[res.best] - est} not established") \
+        in res.sentence
     d = res.to_dict()
     assert set(d) >= {"metric", "higher_is_better", "networks", "pairs", "best", "sentence"}
     assert set(d["comparison"]) >= DESIGN_KEYS and d["comparison"] == d["pairs"][0]

@@ -434,15 +434,21 @@ def _choose(a, b, summaries, ctx: _Context) -> tuple[str, str, str]:
 
 def _overall(names, pairs, summaries, ctx: _Context) -> tuple[str, str]:
     wins = dict.fromkeys(names, 0)
+    better = dict.fromkeys(names, 0)  # wins where the difference is established
     for p in pairs:
         wins[p.chosen] += 1
+        better[p.chosen] += p.outcome == "better"
     sign = 1.0 if ctx.higher else -1.0
     best = max(names, key=lambda n: (wins[n], sign * summaries[n].mean))  # first on ties
     s = summaries[best]
     unit = "%" if ctx.percent else ""
+    k, e = wins[best], better[best]
+    how = (f"better in all {k}" if e == k and k > 0 else
+           f"better in {e} of them; the other {k - e} not established, decided by lower "
+           "uncertainty")
     sentence = (
-        f"{best} is chosen on {ctx.metric}: preferred in {wins[best]} of {len(names) - 1} "
-        f"pairwise comparisons (corrected t-tests, Holm-adjusted, α = {ctx.alpha:g}); mean "
+        f"{best} is chosen on {ctx.metric}: preferred in {k} of {len(names) - 1} pairwise "
+        f"comparisons ({how}; corrected t-tests, Holm-adjusted, α = {ctx.alpha:g}); mean "
         f"{_unsigned(s.mean, ctx.percent)}{unit} ({ctx.level * 100:g}% CI, corrected, "
         f"{_unsigned(s.ci_low, ctx.percent)} to {_unsigned(s.ci_high, ctx.percent)}{unit})."
     )
