@@ -227,6 +227,19 @@ def test_bounded_interval_holds_the_mean_with_few_test_samples():
     assert res.ci_high == pytest.approx(plain.ci_high, abs=0.002)
 
 
+def test_per_class_dice_and_voxel_error_intervals_stay_in_range():
+    """Segmentation folds report dice_1, dice_2, ... and voxel_error beside METRICS' entries;
+    their intervals must respect [0, 1] too (a 2-fold run gave dice_1 0.3 [-1.6, 2.2])."""
+    from calipers.stats.scales import metric_scale
+
+    for name in ("dice_1", "dice_12", "voxel_error"):
+        assert metric_scale(name).bounds == (0.0, 1.0) and not metric_scale(name).percent
+    assert metric_scale("dice_x").bounds is None and not metric_scale("dice_x").known
+    res = describe_scores([0.2, 0.4], test_train_ratio=1.0, bounds=metric_scale("dice_1").bounds,
+                          n_test=3)
+    assert 0 <= res.ci_low < res.mean < res.ci_high <= 1
+
+
 def test_corrected_interval_is_wider_by_the_nadeau_bengio_factor(rng):
     s = rng.normal(0.3, 0.05, size=10)
     naive = describe_scores(s, test_train_ratio=0.0)

@@ -23,6 +23,7 @@ is refused rather than guessed.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from calipers.evaluation.metrics import METRICS
@@ -30,6 +31,9 @@ from calipers.evaluation.metrics import METRICS
 __all__ = ["MetricScale", "metric_scale", "resolve_rope"]
 
 _BOUNDS = {"brier": (0.0, 2.0)}  # besides the percent-point rates, which lie in [0, 1]
+# Fractions in [0, 1] that segmentation folds report beside METRICS' entries: the Dice of each
+# class (dice_1, dice_2, ...) and the share of wrong voxels. Shown as fractions, not points.
+_FRACTIONS = re.compile(r"dice_\d+|voxel_error")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ def metric_scale(metric: str) -> MetricScale:
     """Bounds and default margin of ``metric`` (see NOTE [Margins of practical equivalence])."""
     info = METRICS.get(metric)
     if info is None:
+        if _FRACTIONS.fullmatch(metric):
+            return MetricScale(metric, True, False, (0.0, 1.0), None)
         return MetricScale(metric, False, False, None, None)
     if info.percent_points:
         return MetricScale(metric, True, True, (0.0, 1.0), 0.01)
