@@ -14,7 +14,7 @@ NOTE [Detectable difference] in :mod:`calipers.stats.power`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import combinations
 from typing import Any
@@ -64,6 +64,7 @@ __all__ = [
     "PairedResult",
     "ScoreSummary",
     "WinRate",
+    "choose_overall",
     "compare",
     "corrected_ttest",
     "describe_scores",
@@ -432,17 +433,25 @@ def _choose(a, b, summaries, ctx: _Context) -> tuple[str, str, str]:
     return a, "first listed", "listed first (all criteria tie)"
 
 
-def _overall(names, pairs, summaries, ctx: _Context) -> tuple[str, str]:
-    wins = dict.fromkeys(names, 0)
-    better = dict.fromkeys(names, 0)  # wins where the difference is established
+def choose_overall(names: Sequence[str], pairs: Sequence[Any], score: Mapping[str, float], *,
+                   higher: bool, established: Callable[[Any], bool]) -> tuple[str, int, int]:
+    """The network chosen among several: most pairwise choices (``pair.chosen``), then the
+    better ``score``, then the first listed. Returns it, its number of pairwise choices and how
+    many of those are ``established`` differences (the rest were decided by the tie-breaks)."""
+    wins, better = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
     for p in pairs:
         wins[p.chosen] += 1
-        better[p.chosen] += p.outcome == "better"
-    sign = 1.0 if ctx.higher else -1.0
-    best = max(names, key=lambda n: (wins[n], sign * summaries[n].mean))  # first on ties
+        better[p.chosen] += bool(established(p))
+    sign = 1.0 if higher else -1.0
+    best = max(names, key=lambda n: (wins[n], sign * score[n]))  # first on ties
+    return best, wins[best], better[best]
+
+
+def _overall(names, pairs, summaries, ctx: _Context) -> tuple[str, str]:
+    best, k, e = choose_overall(names, pairs, {n: summaries[n].mean for n in names},
+                                higher=ctx.higher, established=lambda p: p.outcome == "better")
     s = summaries[best]
     unit = "%" if ctx.percent else ""
-    k, e = wins[best], better[best]
     how = (f"better in all {k}" if e == k and k > 0 else
            f"better in {e} of them; the other {k - e} not established, decided by lower "
            "uncertainty")

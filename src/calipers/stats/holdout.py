@@ -46,6 +46,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from calipers.evaluation.metrics import METRICS
+from calipers.stats.compare import choose_overall
 from calipers.stats.paired import holm, mcnemar_test
 
 __all__ = [
@@ -469,13 +470,11 @@ def compare_holdout(
     if len(names) == 2:
         best, sentence = pairs[0].chosen, pairs[0].sentence
     else:
-        wins = dict.fromkeys(names, 0)
-        for pr in pairs:
-            wins[pr.chosen] += 1
-        sign = 1.0 if higher_is_better else -1.0
-        best = max(names, key=lambda n: (wins[n], sign * est[n].estimate))
+        best, n_wins, _ = choose_overall(names, pairs, {n: est[n].estimate for n in names},
+                                         higher=bool(higher_is_better),
+                                         established=lambda pr: pr.p_holm < alpha)
         e = est[best]
-        sentence = (f"{best} is chosen on {metric}: preferred in {wins[best]} of "
+        sentence = (f"{best} is chosen on {metric}: preferred in {n_wins} of "
                     f"{len(names) - 1} pairwise comparisons on one held-out test set (Holm-"
                     f"adjusted, α = {alpha:g}); {_fmt(e.estimate, percent)} ({e.method}: "
                     f"{_fmt(e.ci_low, percent)} to {_fmt(e.ci_high, percent)}).")
