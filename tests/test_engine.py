@@ -11,7 +11,7 @@ from calipers.evaluation.cv import NetworkSpec
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 from calipers.experiment.engine import check_networks, cross_validate
-from calipers.experiment.tasks import SerialExecutor, Task, TaskError
+from calipers.tasks import SerialExecutor, Task, TaskError
 
 OPTS = TrainOptions(epochs=2, batch_size=16, lr=5e-3, device="cpu")
 MLP = NetworkSpec("calipers.models:MLP", {"hidden": [8], "dropout": 0.1})

@@ -18,8 +18,8 @@ from calipers.evaluation.cv import NetworkSpec
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError, TrainingError
 from calipers.experiment.engine import check_networks, cross_validate
-from calipers.experiment.tasks import TaskError
 from calipers.learners import get_learner
+from calipers.tasks import TaskError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
