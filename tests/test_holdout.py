@@ -209,3 +209,22 @@ def test_holdout_summary_of_a_hand_made_result(rng):
     d = summarize(CVResult(folds, "classification", res)).to_dict()
     assert d["best"] == "B" and d["comparison"]["criterion"] == "significant difference"
     assert d["networks"]["A"]["ece"]["mean"] == pytest.approx(res["A"][0].metrics["ece"])
+
+
+def test_overall_sentence_counts_established_wins(rng):
+    a = rng.uniform(0.70, 0.80, size=30)
+    s = {"A": PerSample.mean(a, unit="volume"),
+         "B": PerSample.mean(a + rng.uniform(0.02, 0.04, 30), unit="volume"),  # beats A
+         "C": PerSample.mean(a + rng.normal(0, 0.001, 30), unit="volume")}  # ties A
+    res = compare_holdout(s, metric="mean_dice", seed=0, n_resamples=2000)
+    by = {(p.a, p.b): p for p in res.pairs}
+    # B beats A and C (significant); A vs C not established, decided by a tie-break
+    assert by[("A", "B")].chosen == "B" and by[("B", "C")].chosen == "B"
+    assert by[("A", "C")].criterion != "significant difference"
+    assert res.best == "B"
+    assert "preferred in 2 of 2 pairwise comparisons" in res.sentence
+    assert "better in all 2" in res.sentence
+    # drop B: the winner of A vs C wins by a tie-break only, and the sentence says so
+    res2 = compare_holdout({k: s[k] for k in ("A", "C")} | {"D": s["C"]}, metric="mean_dice",
+                           seed=0, n_resamples=2000)
+    assert "not established, decided by the tie-breaks" in res2.sentence

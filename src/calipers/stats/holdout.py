@@ -470,13 +470,17 @@ def compare_holdout(
     if len(names) == 2:
         best, sentence = pairs[0].chosen, pairs[0].sentence
     else:
-        best, n_wins, _ = choose_overall(names, pairs, {n: est[n].estimate for n in names},
-                                         higher=bool(higher_is_better),
-                                         established=lambda pr: pr.p_holm < alpha)
+        best, n_wins, n_est = choose_overall(names, pairs,
+                                             {n: est[n].estimate for n in names},
+                                             higher=bool(higher_is_better),
+                                             established=lambda pr: pr.p_holm < alpha)
         e = est[best]
+        how = (f"better in all {n_wins}" if n_est == n_wins and n_wins > 0 else
+               f"better in {n_est} of them; the other {n_wins - n_est} not established, "
+               "decided by the tie-breaks")
         sentence = (f"{best} is chosen on {metric}: preferred in {n_wins} of "
-                    f"{len(names) - 1} pairwise comparisons on one held-out test set (Holm-"
-                    f"adjusted, α = {alpha:g}); {_fmt(e.estimate, percent)} ({e.method}: "
+                    f"{len(names) - 1} pairwise comparisons on one held-out test set ({how}; "
+                    f"Holm-adjusted, α = {alpha:g}); {_fmt(e.estimate, percent)} ({e.method}: "
                     f"{_fmt(e.ci_low, percent)} to {_fmt(e.ci_high, percent)}).")
     return HoldoutComparison(metric, bool(higher_is_better), est, pairs, best, sentence)
 
