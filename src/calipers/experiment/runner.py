@@ -81,6 +81,8 @@ def network_spec(net: NetworkConfig) -> NetworkSpec:
     learner = net.learner or "calipers"
     what = {"function": net.fit, "sklearn": net.estimator}.get(learner, net.model)
     options = {k: v for k in ("backend", "output") if (v := getattr(net, k)) is not None}
+    if learner == "function" and net.model is not None:  # its module's builder (for loading)
+        options["model"] = net.model
     train = net.train.model_dump(exclude_none=True) if net.train is not None else {}
     return NetworkSpec(what, dict(net.args), learner, options, train)
 
