@@ -233,7 +233,12 @@ def test_unknown_network_missing_files_and_untrusted_pickle(cls_run, tmp_path):
     (broken / "fn" / "fold-01" / "model.pt").unlink()
     with pytest.raises(DataError, match=r"fold-01/model.pt is missing"):
         load_ensemble(broken, "fn")
+    # a run made before folds saved preprocess.npz: recomputed from its unchanged data ...
     (broken / "mlp" / "fold-00" / "preprocess.npz").unlink()
+    stored = _stored(run, "mlp", 0)
+    again = load_fold_predictor(broken, "mlp", 0).passes(X[stored["index"]])[0][0]
+    np.testing.assert_allclose(again, stored["proba"], atol=1e-5)
+    (broken / "data.json").unlink()  # ... but not when the data cannot be vouched for
     with pytest.raises(DataError, match="preprocess.npz is missing"):
         load_fold_predictor(broken, "mlp", 0)
     # a pickled estimator (older runs, or no skops) loads only when the user trusts it

@@ -46,6 +46,9 @@ def predict(
                                     "model.skops to trust beyond skops' defaults (repeatable)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="scikit-learn runs: load "
                                       "model.pkl files (pickle runs code; your own runs only)."),
+    code: Path | None = typer.Option(None, "--code", help="Folder of the modules the run's "
+                                     "config names (e.g. the config's folder), if not on "
+                                     "PYTHONPATH."),
 ) -> None:
     """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out); for a
     classification or regression run, predict the samples of an .npy/.npz/.csv file.
@@ -66,6 +69,10 @@ def predict(
     err = Console(stderr=True, soft_wrap=True)
     from calipers.learners.predict import is_table_run
 
+    if code is not None:
+        from calipers._paths import add_model_dir
+
+        add_model_dir(code)
     if is_table_run(model):
         _predict_table(err, model, in_dir, out_dir, mc=mc, device=device, network=network,
                        seed=seed, overwrite=overwrite, trust=trust, trust_pickle=trust_pickle,

@@ -114,8 +114,9 @@ def load_preprocess(folder: str | Path) -> FoldPreprocess:
         raise DataError(f"{path} is missing: this fold was trained by a calipers that did not "
                         "save its preprocessing (the training split's feature and target "
                         "statistics, NOTE [Fold preprocessing]), and its model cannot predict "
-                        "new samples correctly without them. Retrain the run with this calipers "
-                        "(calipers cv CONFIG --out NEW_FOLDER).")
+                        "new samples correctly without them. They are recomputed from the "
+                        "run's data when its data.json shows the data unchanged; else retrain "
+                        "the run with this calipers (calipers cv CONFIG --out NEW_FOLDER).")
     try:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}

@@ -37,7 +37,12 @@ from calipers._options import did_you_mean
 from calipers._seeds import child_seed
 from calipers.config import parse_config
 from calipers.evaluation.cv import NetworkSpec
-from calipers.evaluation.preprocess import FoldPreprocess, load_preprocess
+from calipers.evaluation.preprocess import (
+    PREPROCESS_FILE,
+    FoldPreprocess,
+    fold_preprocess,
+    load_preprocess,
+)
 from calipers.exceptions import ConfigError, DataError
 from calipers.runs import fold_dir, read_json
 from calipers.uncertainty.measures import predictive_entropy
@@ -209,6 +214,7 @@ class _Run:
     networks: dict[str, NetworkSpec]
     tau: float | None
     best: str | None
+    config: Any = None
 
 
 def _read_run(run_dir: Path) -> _Run:
@@ -225,7 +231,7 @@ def _read_run(run_dir: Path) -> _Run:
     summary = run_dir / "summary.json"
     best = read_json(summary).get("best") if summary.is_file() else None
     return _Run(cfg.data.task, {n: network_spec(c) for n, c in cfg.networks.items()},
-                cfg.mc.tau, best)
+                cfg.mc.tau, best, cfg)
 
 
 def run_networks(run_dir: str | Path) -> tuple[str, ...]:
@@ -254,7 +260,7 @@ def _load(run: _Run, run_dir: Path, network: str, fold: int, device: str,
     if not (d / "metrics.json").is_file():
         raise DataError(f"{d} holds no finished fold (no metrics.json); finish the run with "
                         "`calipers cv` (same config and --out) first.")
-    prep = load_preprocess(d)
+    prep = _preprocess(run, run_dir, d, fold)
     n_outputs = len(prep.classes) if run.task == "classification" else None
     if n_outputs is None:
         y_mean = prep.y_mean
@@ -267,6 +273,38 @@ def _load(run: _Run, run_dir: Path, network: str, fold: int, device: str,
     learner = get_learner(spec.learner)
     learner.require(network, spec)
     return FoldModel(network, fold, spec.learner, run.task, learner.load(spec, saved), prep)
+
+
+def _preprocess(run: _Run, run_dir: Path, d: Path, fold: int) -> FoldPreprocess:
+    """The fold's ``preprocess.npz``; for a run made before folds saved it, recomputed from
+    the run's data and ``folds.json`` when ``data.json`` proves the data unchanged."""
+    try:
+        return load_preprocess(d)
+    except DataError as exc:
+        if (d / PREPROCESS_FILE).is_file():
+            raise  # damaged: say so
+        missing = exc
+    from calipers.data import load_dataset
+    from calipers.evaluation.folds import Folds
+    from calipers.repro.data_fingerprint import DATA_FILE, data_fingerprint
+
+    cfg = run.config
+    if not ((run_dir / DATA_FILE).is_file() and (run_dir / "folds.json").is_file()):
+        raise missing
+    try:
+        data = load_dataset(cfg.data.kind, path=cfg.data.path, task=cfg.data.task,
+                            target=cfg.data.target, group=cfg.data.group)
+    except (OSError, ValueError, DataError):
+        raise missing from None
+    fp = data_fingerprint([data.X, data.y, data.groups], path=cfg.data.path)
+    if read_json(run_dir / DATA_FILE).get("sha256") != fp["sha256"]:
+        raise missing
+    train = Folds.from_dict(read_json(run_dir / "folds.json")).train[fold]
+    dtype = np.float64 if cfg.search is not None else None  # NOTE [Fold preprocessing]
+    a = fold_preprocess(data, train, dtype=dtype)
+    return FoldPreprocess(tuple(int(s) for s in a["input_shape"]),
+                          tuple(str(c) for c in a.get("classes", ())), a.get("x_mean"),
+                          a.get("x_std"), a.get("y_mean"), a.get("y_std"))
 
 
 def load_fold_predictor(run_dir: str | Path, network: str | None = None, fold: int = 0, *,
