@@ -219,6 +219,37 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(cls_run, tmp_path, make, match)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("setup", "match"), [
+    (lambda t: (t / "in").mkdir(), "is a folder; a classification or regression run"),
+    (lambda t: np.savez(t / "in", Y=np.zeros((2, 64))), "has no array X"),
+    (lambda t: (t / "in").write_text("1,2\nx,3\n"), "must be a number"),
+])
+def test_cli_unreadable_inputs_exit_2(cls_run, tmp_path, setup, match):
+    run, _, _ = cls_run
+    setup(tmp_path)
+    src = next(p for p in tmp_path.iterdir() if p.name.startswith("in"))
+    if src.suffix == "" and src.is_file():
+        src = src.rename(tmp_path / "in.csv")
+    res = CliRunner().invoke(app, ["predict", "--model", str(run), "--in", str(src), "--out",
+                                   str(tmp_path / "o"), "--network", "lr"])
+    assert res.exit_code == 2 and match in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_segmentation_network_of_another_learner_is_refused(tmp_path):
+    run = tmp_path / "segrun"
+    (run / "A" / "fold-00").mkdir(parents=True)
+    (run / "config.toml").write_text('[data]\nkind = "nifti"\ntask = "segmentation"\n'
+                                     '[networks.A]\nlearner = "function"\nfit = "m:fit"\n')
+    (run / "segmentation.json").write_text(json.dumps({
+        "kind": "nifti", "n_classes": 2, "label_values": [0, 1], "input_shape": [1, 8, 8, 8],
+        "multiple": 2, "normalize": "zscore"}))
+    from calipers.segmentation.predict import load_predictor
+
+    with pytest.raises(ValueError, match="has learner 'function'; segmentation prediction"):
+        load_predictor(run)
+
+
 def test_unknown_network_missing_files_and_untrusted_pickle(cls_run, tmp_path):
     run, X, _ = cls_run
     np.save(tmp_path / "x.npy", X[:3])

@@ -41,12 +41,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from calipers._options import LearnerKind, look_up_option
+from calipers.config import NetworkConfig
 from calipers.evaluation.cv import NetworkSpec
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 
 __all__ = ["FitSettings", "FoldData", "Learner", "Predictor", "SavedFold", "get_learner",
-           "network_options", "require"]
+           "network_options", "network_spec", "require"]
 
 #: Training settings a ``[networks.NAME.train]`` table may override; others pass through.
 KNOWN_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
@@ -219,6 +220,18 @@ def require(module: str, *, learner: str, network: str, extra: str) -> None:
         raise ConfigError(f"network {network!r} uses learner {learner!r}, which needs "
                           f"{module}; it is not installed. Install it with: "
                           f"pip install 'calipers[{extra}]'")
+
+
+def network_spec(net: NetworkConfig) -> NetworkSpec:
+    """The :class:`NetworkSpec` of a ``[networks.NAME]`` table (its learner, what the learner
+    trains, ``backend``/``output`` and ``[networks.NAME.train]``)."""
+    learner = net.learner or "calipers"
+    what = {"function": net.fit, "sklearn": net.estimator}.get(learner, net.model)
+    options = {k: v for k in ("backend", "output") if (v := getattr(net, k)) is not None}
+    if learner == "function" and net.model is not None:  # its module's builder (for loading)
+        options["model"] = net.model
+    train = net.train.model_dump(exclude_none=True) if net.train is not None else {}
+    return NetworkSpec(what, dict(net.args), learner, options, train)
 
 
 def network_options(options: TrainOptions, spec: NetworkSpec) -> TrainOptions:

@@ -55,7 +55,7 @@ def is_table_run(path: str | Path) -> bool:
     import tomllib
 
     cfg = Path(path) / "config.toml"
-    if not (Path(path).is_dir() and cfg.is_file()):
+    if not (Path(path).is_dir() and cfg.is_file()) or (Path(path) / "segmentation.json").exists():
         return False
     try:
         task = tomllib.loads(cfg.read_text(encoding="utf-8")).get("data", {}).get("task")
@@ -83,6 +83,9 @@ def read_samples(path: str | Path, input_shape: Sequence[int]) -> np.ndarray:
     """Samples from ``.npy``, ``.npz`` (key ``X``) or ``.csv`` (module docstring), checked
     against ``input_shape`` (:func:`~calipers.learners.saved.check_inputs`)."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"--in {p} is a folder; a classification or regression run predicts "
+                        "the samples of one .npy, .npz (key X) or .csv file.")
     if not p.is_file():
         raise FileNotFoundError(f"input file {p} does not exist; give an .npy, .npz (key X) "
                                 "or .csv file of samples.")
@@ -157,6 +160,8 @@ def predict_file(run_dir: str | Path, in_path: str | Path, out_dir: str | Path, 
         values, missing or damaged model files. Nothing is written then.
     """
     out = Path(out_dir) / OUTPUT
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"--out {out_dir} is a file; give a folder (created if needed).")
     if out.exists() and not overwrite:
         raise DataError(f"{out} exists; pass overwrite=True (--overwrite) to replace it, or "
                         "choose another output folder.")

@@ -47,7 +47,7 @@ from calipers.exceptions import ConfigError, DataError
 from calipers.runs import fold_dir, read_json
 from calipers.uncertainty.measures import predictive_entropy
 
-from .base import Predictor, SavedFold, get_learner
+from .base import Predictor, SavedFold, get_learner, network_spec
 
 __all__ = ["Ensemble", "EnsemblePrediction", "FoldModel", "check_inputs", "load_ensemble",
            "load_fold_predictor", "run_networks"]
@@ -218,8 +218,6 @@ class _Run:
 
 
 def _read_run(run_dir: Path) -> _Run:
-    from calipers.experiment.runner import network_spec
-
     cfg_path = run_dir / "config.toml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.toml); give the "
