@@ -382,3 +382,23 @@ def test_lightning_folds_load_and_reproduce(tmp_path, monkeypatch):
         stored = _stored(run, "L", j)
         p, _ = load_fold_predictor(run, "L", j).passes(d.X[keep][stored["index"]])
         np.testing.assert_allclose(p[0], stored["proba"], atol=1e-5)
+
+
+def test_grid_searched_folds_load_with_their_float64_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(60, 4)) * [1, 20, 0.5, 3] + [0, 100, -5, 7]).astype(np.float32)
+    y = (X @ [1.0, 0.02, -2.0, 0.3] + rng.normal(size=60) * 0.2 + 30).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", X=X, y=y)
+    raw = {"data": {"kind": "arrays", "path": str(tmp_path / "reg.npz"), "task": "regression"},
+           "cv": {"folds": 2, "seed": 0, "stratify": False},
+           "train": {"epochs": 2, "batch_size": 16, "device": "cpu"}, "mc": {"samples": 4},
+           "search": {"dropout": [0.05, 0.1], "tau": [0.5, 2.0], "mc_samples": 2},
+           "networks": {"A": {"model": "calipers.models:MLP", "args": {"hidden": [6]}}}}
+    run_experiment(parse_config(raw), tmp_path / "run", report=False)
+    for j in (0, 1):
+        stored = _stored(tmp_path / "run", "A", j)
+        info = json.loads((tmp_path / "run" / "A" / f"fold-{j:02d}" / "metrics.json").read_text())
+        mean, _ = load_fold_predictor(tmp_path / "run", "A", j).passes(X[stored["index"]])
+        rmse = float(np.sqrt(np.mean((mean[0, :, 0] - stored["y_true"]) ** 2)))
+        # dropout off ("weight scaling") is the deterministic prediction the fold scored
+        np.testing.assert_allclose(rmse, info["metrics"]["rmse_weight_scaling"], rtol=1e-4)
