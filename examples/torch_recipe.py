@@ -11,6 +11,7 @@ Used by examples/frameworks.toml::
     [networks.recipe]
     learner = "function"
     fit = "torch_recipe:fit"
+    model = "torch_recipe:Net"   # optional: rebuilds the network to load its folds back
     args = { width = 16, dropout = 0.25 }
     train = { epochs = 20, lr = 0.05, momentum = 0.9 }
 """

@@ -102,8 +102,8 @@ def test_sklearn_logistic_regression_cross_validates_reproducibly_and_saves(digi
     assert a.scores("accuracy")["lr"].mean() > 0.85
     assert a.scores("mutual_info")["lr"].tolist() == [0.0, 0.0]
     fold = tmp_path / "a" / "lr" / "fold-00"
-    assert {p.name for p in fold.iterdir()} >= {"model.pkl", "learner.json", "metrics.json",
-                                                "predictions.npz"}
+    assert {p.name for p in fold.iterdir()} >= {"model.skops", "learner.json", "metrics.json",
+                                                "predictions.npz", "preprocess.npz"}
     assert not (fold / "model.pt").exists()
     from calipers.report.html import RunData, _section_learners
 

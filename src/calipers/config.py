@@ -178,7 +178,8 @@ class SegmentationConfig(_Section):
 
 
 class NetworkConfig(_Section):
-    model: str | None = None        # learner calipers (the default), keras and lightning
+    model: str | None = None        # learner calipers (the default), keras and lightning;
+    #                                 function: optional builder of its module (for loading)
     args: dict[str, Any] = Field(default_factory=dict)
     learner: str | None = None      # None: "calipers"
     fit: str | None = None          # learner "function": "pkg.module:fit"
@@ -199,6 +200,8 @@ class NetworkConfig(_Section):
         if getattr(self, need) is None:
             raise ValueError(f"learner = {kind!r} needs {need} = \"module:callable\"")
         for key in ("model", "fit", "estimator"):
+            if kind == "function" and key == "model":
+                continue  # optional: builds the module its fit returns, to load it later
             if key != need and getattr(self, key) is not None:
                 owners = [k for k, v in _LEARNER_KEY.items() if v == key]
                 raise ValueError(f"{key} is for learner = {' or '.join(map(repr, owners))}; this "

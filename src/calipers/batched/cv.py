@@ -50,6 +50,7 @@ from calipers.evaluation.cv import (
 )
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
+from calipers.evaluation.preprocess import fold_preprocess
 from calipers.evaluation.train import ProgressFn, TrainOptions
 from calipers.models.loading import resolve_callable
 
@@ -129,7 +130,7 @@ def _state_dict(fit: MemberFit, input_dropout: bool) -> dict[str, torch.Tensor]:
 
 def _fold_result(name: str, j: int, test: np.ndarray, y_te: np.ndarray, fit: MemberFit,
                  mc: MemberMC | MemberProba, arch: MLPArch,
-                 chosen: Mapping[str, float]) -> FoldResult:
+                 chosen: Mapping[str, float], prep: Mapping[str, np.ndarray]) -> FoldResult:
     state = _state_dict(fit, arch.input_dropout)
     if isinstance(mc, MemberProba):  # the keys of calipers.evaluation.cv.run_fold
         metrics = score_classification(y_te, mc.proba)
@@ -137,7 +138,8 @@ def _fold_result(name: str, j: int, test: np.ndarray, y_te: np.ndarray, fit: Mem
         metrics["mutual_info"] = float(np.mean(mc.mutual_info))
         pred = {"index": test, "y_true": y_te, "proba": mc.proba, "entropy": mc.entropy,
                 "expected_entropy": mc.expected_entropy, "mutual_info": mc.mutual_info}
-        return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False, state)
+        return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False, state,
+                          preprocess=prep)
     mean, var = mc.mean.reshape(len(y_te), -1), mc.var.reshape(len(y_te), -1)
     metrics = score_regression(y_te.reshape(len(y_te), -1), mean,
                                var if np.all(var > 0) else None)
@@ -146,7 +148,8 @@ def _fold_result(name: str, j: int, test: np.ndarray, y_te: np.ndarray, fit: Mem
     metrics["rmse_weight_scaling"] = float(mc.rmse)
     metrics.update({f"chosen_{k}": float(v) for k, v in chosen.items()})
     pred = {"index": test, "y_true": y_te, "mean": mean, "var": var}
-    return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False, state)
+    return FoldResult(name, j, metrics, pred, fit.losses, fit.seconds, False, state,
+                      preprocess=prep)
 
 
 def _plain(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options: TrainOptions,
@@ -171,8 +174,9 @@ def _plain(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options: T
     done = [MCTask(f, t.X, t.y, t.tau, t.y_mean, t.y_std, t.seed)
             for f, t in zip(fits, tasks, strict=True)]
     mcs = mc_members(done, arch, n_mc=n_mc, batched=batched, device=options.device)
-    return [_fold_result(name, j, te, data.y[te], f, m, arch, {"dropout": p})
-            for j, ((_, te), f, m) in enumerate(zip(folds, fits, mcs, strict=True))]
+    return [_fold_result(name, j, te, data.y[te], f, m, arch, {"dropout": p},
+                         fold_preprocess(data, tr))
+            for j, ((tr, te), f, m) in enumerate(zip(folds, fits, mcs, strict=True))]
 
 
 def _searched(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options: TrainOptions,
@@ -188,9 +192,11 @@ def _searched(name: str, spec: NetworkSpec, data: Dataset, folds: Folds, options
         seed=child_seed(seed, "search", name), inner_shuffle=search.inner_shuffle)
     res = search_regression(data.X.reshape(len(data.X), -1), data.y, folds, options=opts,
                             progress=phase)
-    return [_fold_result(name, j, te, data.y[te], f, m, arch, chosen)
-            for j, ((_, te), f, m, chosen) in enumerate(zip(folds, res.refits, res.test,
-                                                            res.chosen, strict=True))]
+    # the search standardises every table in float64 (NOTE [Fold preprocessing])
+    return [_fold_result(name, j, te, data.y[te], f, m, arch, chosen,
+                         fold_preprocess(data, tr, dtype=np.float64))
+            for j, ((tr, te), f, m, chosen) in enumerate(zip(folds, res.refits, res.test,
+                                                             res.chosen, strict=True))]
 
 
 def stacked_task(

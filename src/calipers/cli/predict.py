@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -22,7 +23,8 @@ _EPILOG = ("Example: calipers predict --model runs/hippo --in new_scans/ --out s
 
 def predict(
     model: Path = typer.Option(..., "--model", help="Run folder or checkpoint file (.pt)."),
-    in_dir: Path = typer.Option(..., "--in", help="Folder of .nii/.nii.gz/.png images."),
+    in_dir: Path = typer.Option(..., "--in", help="Folder of .nii/.nii.gz/.png images "
+                                "(segmentation), or an .npy/.npz/.csv file of samples."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
     mc: int = typer.Option(20, "--mc", min=0,
                            help="MC-dropout passes per model (0: deterministic)."),
@@ -40,8 +42,16 @@ def predict(
                                       "(default: the executor's workers; slurm: 1)."),
     detach: bool = typer.Option(False, "--detach", help="With slurm: return after submission; "
                                 "follow with calipers status --out, rerun to finish."),
+    trust: list[str] = typer.Option([], "--trust", help="scikit-learn runs: a type in "
+                                    "model.skops to trust beyond skops' defaults (repeatable)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="scikit-learn runs: load "
+                                      "model.pkl files (pickle runs code; your own runs only)."),
+    code: Path | None = typer.Option(None, "--code", help="Folder of the modules the run's "
+                                     "config names (e.g. the config's folder), if not on "
+                                     "PYTHONPATH."),
 ) -> None:
-    """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out).
+    """Segment every image in --in with uncertainty maps (NIfTI in, NIfTI out); for a
+    classification or regression run, predict the samples of an .npy/.npz/.csv file.
 
     Writes NAME_seg, NAME_entropy, NAME_mi, NAME_std (NAME_disagreement for an ensemble) and
     summary.csv into --out, which must not be or lie inside --in (nor --in inside --out);
@@ -57,6 +67,17 @@ def predict(
     from calipers.segmentation.predict import load_predictor, predict_folder
 
     err = Console(stderr=True, soft_wrap=True)
+    from calipers.learners.predict import is_table_run
+
+    if code is not None:
+        from calipers._paths import add_model_dir
+
+        add_model_dir(code)
+    if is_table_run(model):
+        _predict_table(err, model, in_dir, out_dir, mc=mc, device=device, network=network,
+                       seed=seed, overwrite=overwrite, trust=trust, trust_pickle=trust_pickle,
+                       unused={"--roi": roi, "--executor": executor, "--chunks": chunks})
+        return
     try:
         ex, spec = make_executor(None, executor, detach=detach, run_dir=out_dir / ".calipers",
                                  chunks=chunks, show_progress=not quiet,
@@ -104,6 +125,32 @@ def predict(
               f"{len(res.failed)} failed; outputs in {res.out_dir}", highlight=False)
     if res.failed:
         raise typer.Exit(1)
+
+
+def _predict_table(err: Any, model: Path, in_path: Path, out_dir: Path, *, mc: int,
+                   device: str, network: str | None, seed: int, overwrite: bool,
+                   trust: list[str], trust_pickle: bool, unused: dict[str, Any]) -> None:
+    """A classification or regression run: :func:`calipers.learners.predict.predict_file`."""
+    from calipers.exceptions import ConfigError, DataError
+    from calipers.learners.predict import predict_file
+
+    try:
+        given = [k for k, v in unused.items() if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} are for segmentation runs; {model} is a "
+                             "classification or regression run.")
+        res = predict_file(model, in_path, out_dir, network=network, n_mc=mc, seed=seed,
+                           device=device, overwrite=overwrite, trusted=trust,
+                           trust_pickle=trust_pickle)
+    except (ValueError, FileNotFoundError, DataError, ConfigError, ImportError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    for note in res.notes:
+        err.print(f"note: {escape(note)}", highlight=False)
+    passes = f"{res.n_mc} MC passes" if res.n_mc else "deterministic"
+    err.print(f"{res.n_samples} samples predicted by network {escape(res.network)} "
+              f"({res.n_models} fold model(s), {passes}); wrote {escape(str(res.path))}",
+              highlight=False)
 
 
 predict.__doc__ = inspect.cleandoc(predict.__doc__ or "") + "\n\n" + _EPILOG

@@ -22,6 +22,7 @@ from calipers._seeds import child_seed, seeded_torch
 from calipers.data import Dataset
 from calipers.evaluation.folds import Folds
 from calipers.evaluation.metrics import score_classification, score_regression
+from calipers.evaluation.preprocess import fold_preprocess, save_preprocess
 from calipers.evaluation.train import TrainOptions, fit
 from calipers.exceptions import DataError, TrainingError
 from calipers.models import build_network
@@ -80,6 +81,7 @@ class FoldResult:
     resumed: bool = False
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     undefined: Mapping[str, str] = field(default_factory=dict)  # metric -> why it is NaN
+    preprocess: Mapping[str, np.ndarray] | None = field(default=None, repr=False)  # saved
 
 
 class CVProgress(Protocol):
@@ -158,7 +160,7 @@ def run_fold(spec: FoldSpec, data: Dataset, *, progress: CVProgress | None = Non
     pred = {"index": spec.test, "y_true": y_te, **pred}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return FoldResult(spec.network, spec.split, metrics, pred, fitted.losses, fitted.seconds,
-                      False, state)
+                      False, state, preprocess=fold_preprocess(data, spec.train))
 
 
 # NOTE [Undefined metrics]
@@ -177,13 +179,16 @@ def _undefined(result: FoldResult) -> dict[str, str]:
 
 
 def save_fold(run_dir: str | Path, result: FoldResult, spec: FoldSpec) -> Path:
-    """Write a fold's ``predictions.npz``, ``model.pt`` and, last, ``metrics.json`` (its
-    marker; NOTE [Atomic writes] in ``runs.py``). Returns the path of ``metrics.json``."""
+    """Write a fold's ``predictions.npz``, ``model.pt``, ``preprocess.npz`` (NOTE [Fold
+    preprocessing]) and, last, ``metrics.json`` (its marker; NOTE [Atomic writes] in
+    ``runs.py``). Returns the path of ``metrics.json``."""
     d = fold_dir(run_dir, result.network, result.split)
     save_npz(d / "predictions.npz", result.predictions)
     if result.state_dict is not None:  # other learners save their own model (calipers.learners)
         with atomic_path(d / "model.pt") as tmp:
             torch.save(result.state_dict, tmp)
+    if result.preprocess is not None:  # NOTE [Fold preprocessing]
+        save_preprocess(d, result.preprocess)
     undefined = _undefined(result)
     info: dict[str, Any] = {
         "network": result.network, "split": result.split, "model": spec.spec.describe(),

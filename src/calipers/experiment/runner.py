@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from calipers.batched.cv import SearchSettings, batched_reason
-from calipers.config import ExperimentConfig, NetworkConfig, parse_config
+from calipers.config import ExperimentConfig, parse_config
 from calipers.data import load_dataset
-from calipers.evaluation.cv import CVProgress, CVResult, NetworkSpec
+from calipers.evaluation.cv import CVProgress, CVResult
 from calipers.evaluation.folds import Folds, make_folds
 from calipers.evaluation.splits import read_splits
 from calipers.evaluation.train import TrainOptions
@@ -27,6 +27,7 @@ from calipers.experiment.engine import check_networks, cross_validate
 from calipers.experiment.holdout import check_summarizable
 from calipers.experiment.summary import RunSummary, summarize, write_summary
 from calipers.gpu.monitor import check_device, gpu_monitor
+from calipers.learners.base import network_spec
 from calipers.repro.data_fingerprint import check_data, data_fingerprint, write_data
 from calipers.repro.determinism import deterministic
 from calipers.repro.env import fingerprint
@@ -73,16 +74,6 @@ def demo_config(*, quick: bool = False) -> ExperimentConfig:
         },
     }
     return parse_config(raw)
-
-
-def network_spec(net: NetworkConfig) -> NetworkSpec:
-    """The :class:`NetworkSpec` of a ``[networks.NAME]`` table (its learner, what the learner
-    trains, ``backend``/``output`` and ``[networks.NAME.train]``)."""
-    learner = net.learner or "calipers"
-    what = {"function": net.fit, "sklearn": net.estimator}.get(learner, net.model)
-    options = {k: v for k in ("backend", "output") if (v := getattr(net, k)) is not None}
-    train = net.train.model_dump(exclude_none=True) if net.train is not None else {}
-    return NetworkSpec(what, dict(net.args), learner, options, train)
 
 
 def _same_config(old_text: str, new_text: str) -> bool:

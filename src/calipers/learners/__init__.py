@@ -11,11 +11,25 @@ default) is calipers' own loop (:func:`calipers.evaluation.cv.run_fold`); the ot
 - ``lightning``: ``model = "pkg.module:LitNet"``, a LightningModule (:mod:`.lightning`)
 
 The protocol every adapter implements is in :mod:`calipers.learners.base`; the fold task
-that runs any of them is :func:`calipers.learners.fold.learner_fold_task`.
+that runs any of them is :func:`calipers.learners.fold.learner_fold_task`. A run's trained
+folds load back with :func:`load_fold_predictor` and :func:`load_ensemble`
+(:mod:`calipers.learners.saved`); ``calipers predict`` on a classification or regression run
+is :func:`calipers.learners.predict.predict_file`.
 """
 
 from __future__ import annotations
 
-from .base import FitSettings, FoldData, Learner, Predictor, get_learner, network_options
+from .base import (
+    FitSettings,
+    FoldData,
+    Learner,
+    Predictor,
+    SavedFold,
+    get_learner,
+    network_options,
+)
+from .saved import Ensemble, EnsemblePrediction, FoldModel, load_ensemble, load_fold_predictor
 
-__all__ = ["FitSettings", "FoldData", "Learner", "Predictor", "get_learner", "network_options"]
+__all__ = ["Ensemble", "EnsemblePrediction", "FitSettings", "FoldData", "FoldModel", "Learner",
+           "Predictor", "SavedFold", "get_learner", "load_ensemble", "load_fold_predictor",
+           "network_options"]

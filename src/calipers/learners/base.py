@@ -18,12 +18,15 @@ regression      means ``(N, n_targets)`` (standardised        ``(n_mc, N, n_targ
 and returns None for a model without dropout; ``variance(X)`` is a regression model's own
 predictive variance (or None); ``save(folder)`` writes the model's files (atomically) and
 returns their names; ``describe()`` says framework, version, backend, device and parameter
-count. The engine (:mod:`calipers.learners.fold`) checks shapes and probabilities, computes
-every metric and uncertainty measure from these arrays, and saves the fold like any other.
+count. ``Learner.load(spec, saved)`` rebuilds the predictor from a fold folder
+(:class:`SavedFold`; :mod:`calipers.learners.saved` loads whole runs). The engine
+(:mod:`calipers.learners.fold`) checks shapes and probabilities, computes every metric and
+uncertainty measure from these arrays, and saves the fold like any other.
 
 Every learner sees the same preprocessing as calipers' own loop: tables (2-D ``X``) are
 standardised with the training split's mean and standard deviation; regression targets are
-standardised likewise and the predictions mapped back to the original units.
+standardised likewise and the predictions mapped back to the original units. Each fold saves
+those statistics (NOTE [Fold preprocessing]) so a loaded model is fed the same way.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from calipers._options import LearnerKind, look_up_option
+from calipers.config import NetworkConfig
 from calipers.evaluation.cv import NetworkSpec
 from calipers.evaluation.train import TrainOptions
 from calipers.exceptions import ConfigError
 
-__all__ = ["FitSettings", "FoldData", "Learner", "Predictor", "get_learner", "network_options",
-           "require"]
+__all__ = ["FitSettings", "FoldData", "Learner", "Predictor", "SavedFold", "get_learner",
+           "network_options", "network_spec", "require"]
 
 #: Training settings a ``[networks.NAME.train]`` table may override; others pass through.
 KNOWN_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
@@ -94,6 +98,49 @@ class FitSettings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SavedFold:
+    """A fold folder to load a model from, and what the model was trained on.
+
+    Attributes
+    ----------
+    folder : Path
+        ``RUN/<network>/fold-XX``, holding the files ``Predictor.save`` wrote.
+    task : {"classification", "regression"}
+    input_shape : tuple of int
+        One sample's shape, as in training.
+    n_outputs : int
+        Classes, or regression targets.
+    device : str
+        Where to predict (``"cpu"``, ``"cuda:0"``; resolved).
+    trusted : tuple of str
+        scikit-learn: types the user trusts in ``model.skops`` beyond skops' defaults.
+    trust_pickle : bool
+        scikit-learn: load a ``model.pkl`` (pickle runs code while loading; only for run
+        folders the user made or trusts).
+    """
+
+    folder: Path
+    task: str
+    input_shape: tuple[int, ...]
+    n_outputs: int
+    device: str = "cpu"
+    trusted: tuple[str, ...] = ()
+    trust_pickle: bool = False
+
+    def file(self, name: str) -> Path:
+        """``folder / name``; :class:`~calipers.exceptions.DataError` when it is missing."""
+        from calipers.exceptions import DataError
+
+        path = self.folder / name
+        if not path.is_file():
+            have = sorted(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else []
+            raise DataError(f"{path} is missing (the folder holds {', '.join(have) or 'nothing'})"
+                            "; the fold's model was not saved or was removed. Rerun `calipers "
+                            "cv` with the same config and --out to retrain missing folds.")
+        return path
+
+
 class Predictor:
     """A fitted model of one fold (NOTE [Learner protocol]); adapters subclass it."""
 
@@ -140,6 +187,11 @@ class Learner(Protocol):
         """Train a fresh model on ``fold`` and return its predictor."""
         ...
 
+    def load(self, spec: NetworkSpec, saved: SavedFold) -> Predictor:
+        """Rebuild the predictor that ``fit`` returned from the files its ``save`` wrote
+        (without running code stored in those files: weights only, Keras safe mode, skops)."""
+        ...
+
 
 #: Where each learner's adapter lives (imported on first use).
 _ADAPTERS: dict[str, str] = {
@@ -168,6 +220,18 @@ def require(module: str, *, learner: str, network: str, extra: str) -> None:
         raise ConfigError(f"network {network!r} uses learner {learner!r}, which needs "
                           f"{module}; it is not installed. Install it with: "
                           f"pip install 'calipers[{extra}]'")
+
+
+def network_spec(net: NetworkConfig) -> NetworkSpec:
+    """The :class:`NetworkSpec` of a ``[networks.NAME]`` table (its learner, what the learner
+    trains, ``backend``/``output`` and ``[networks.NAME.train]``)."""
+    learner = net.learner or "calipers"
+    what = {"function": net.fit, "sklearn": net.estimator}.get(learner, net.model)
+    options = {k: v for k in ("backend", "output") if (v := getattr(net, k)) is not None}
+    if learner == "function" and net.model is not None:  # its module's builder (for loading)
+        options["model"] = net.model
+    train = net.train.model_dump(exclude_none=True) if net.train is not None else {}
+    return NetworkSpec(what, dict(net.args), learner, options, train)
 
 
 def network_options(options: TrainOptions, spec: NetworkSpec) -> TrainOptions:

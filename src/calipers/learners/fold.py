@@ -2,10 +2,10 @@
 
 :func:`learner_fold_task` is the engine's task for a network whose learner is not
 ``calipers`` (module-level and picklable, like :func:`calipers.evaluation.cv.fold_task`). It
-writes ``predictions.npz``, the learner's model files, ``learner.json`` and, last,
-``metrics.json`` into ``RUN/<network>/fold-XX/``. A fold whose learner raises leaves its
-traceback in ``fold-XX/error.txt`` and no ``metrics.json``, so the other tasks go on and a
-resumed run retries it.
+writes ``predictions.npz``, the learner's model files, ``learner.json``, ``preprocess.npz``
+(NOTE [Fold preprocessing]) and, last, ``metrics.json`` into ``RUN/<network>/fold-XX/``. A
+fold whose learner raises leaves its traceback in ``fold-XX/error.txt`` and no
+``metrics.json``, so the other tasks go on and a resumed run retries it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from calipers._seeds import child_seed
 from calipers.evaluation.contracts import check_output_shape
 from calipers.evaluation.cv import CVProgress, FoldResult, FoldSpec, NetworkSpec, save_fold
 from calipers.evaluation.metrics import score_classification, score_regression
+from calipers.evaluation.preprocess import fold_preprocess
 from calipers.exceptions import ConfigError, TrainingError
 from calipers.runs import atomic_write_json, atomic_write_text, fold_dir
 from calipers.uncertainty.measures import predictive_entropy
@@ -148,7 +149,8 @@ def _fit(spec: FoldSpec, data: Any) -> tuple[FoldResult, Predictor]:
         yt = y_te.reshape(len(y_te), -1)
         metrics = score_regression(yt, mean, var if np.all(var > 0) else None)
     predictions = {"index": spec.test, "y_true": y_te, **out}
-    return FoldResult(spec.network, spec.split, metrics, predictions, (), seconds), pred
+    return FoldResult(spec.network, spec.split, metrics, predictions, (), seconds,
+                      preprocess=fold_preprocess(data, spec.train)), pred
 
 
 def run_learner_fold(spec: FoldSpec, data: Any, *,

@@ -41,10 +41,10 @@ import numpy as np
 from calipers._paths import _MODEL_DIRS, add_model_dir
 from calipers.evaluation.contracts import check_output_shape
 from calipers.evaluation.cv import NetworkSpec
-from calipers.exceptions import ConfigError
+from calipers.exceptions import ConfigError, DataError
 from calipers.runs import atomic_write_bytes
 
-from .base import FitSettings, FoldData, Predictor, require
+from .base import FitSettings, FoldData, Predictor, SavedFold, require
 
 __all__ = ["BACKENDS", "KerasLearner", "KerasPredictor", "shutdown_workers"]
 
@@ -135,6 +135,19 @@ class KerasLearner:
                     _output(spec))
         return KerasPredictor(backend, got["key"], got["bytes"], fold.task, _output(spec),
                               got["info"], got["seconds"])
+
+    def load(self, spec: NetworkSpec, saved: SavedFold) -> Predictor:
+        """The fold's ``model.keras``, loaded in the worker of the network's backend with
+        ``safe_mode=True`` (no Python code from the file runs; custom layers come from the
+        build module, imported first)."""
+        path = saved.file("model.keras")
+        pred = load_predictor(path, backend=_backend(spec), task=saved.task,
+                              output=_output(spec))
+        got = _call(pred.backend, _load, pred.key, pred.data, spec.model)
+        if "error" in got:
+            raise DataError(f"{path}: Keras cannot load it ({got['error']}).")
+        pred.info = got["info"]
+        return pred
 
 
 class KerasPredictor(Predictor):
@@ -276,6 +289,17 @@ def _dropouts(model: Any) -> list[Any]:
     return [la for la in model._flatten_layers(include_self=False) if isinstance(la, kinds)]
 
 
+def _load(key: str, data: bytes, build: Any) -> dict[str, Any]:
+    """Load a saved model into this worker (the build module first: its custom layers)."""
+    from calipers.models import resolve_callable
+
+    try:
+        resolve_callable(build)
+        return {"info": _describe(_model(key, data))}
+    except Exception as exc:  # reported by the parent as a DataError
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _model(key: str, data: bytes) -> Any:
     if key not in _MODELS:
         import keras
@@ -283,7 +307,7 @@ def _model(key: str, data: bytes) -> Any:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.keras"
             path.write_bytes(data)
-            model = keras.saving.load_model(path, compile=False)
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
         _MODELS.clear()
         _MODELS[key] = model
     return _MODELS[key]

@@ -10,7 +10,8 @@ removed afterwards, so nothing is written outside the run folder), and the fold'
 keys of ``[networks.NAME.train]`` that calipers does not know are passed to the Trainer. The
 training samples come as a ``DataLoader`` of ``(x, y)`` batches of ``batch_size``, shuffled
 with a generator seeded from the fold's seed. MC dropout runs the module's dropout layers in
-train mode, BatchNorm in eval mode. The state dict is saved as ``model.pt``.
+train mode, BatchNorm in eval mode. The state dict is saved as ``model.pt`` and loaded back
+into a module built the same way (``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from calipers.evaluation.cv import NetworkSpec
 from calipers.exceptions import ConfigError
 from calipers.models import build_network
 
-from .base import FitSettings, FoldData, Predictor, require
-from .torch_predictor import TorchPredictor
+from .base import FitSettings, FoldData, Predictor, SavedFold, require
+from .torch_predictor import TorchPredictor, load_weights
 
 __all__ = ["LightningLearner"]
 
@@ -94,6 +95,13 @@ class LightningLearner:
         pred = _LightningPredictor(module, fold.task, dev)
         pred.seconds = seconds
         return pred
+
+    def load(self, spec: NetworkSpec, saved: SavedFold) -> Predictor:
+        """The module built from ``model``/``args`` with the fold's ``model.pt`` state dict
+        (``weights_only=True``)."""
+        module = _build(spec, saved.folder.parent.name, saved.input_shape, saved.n_outputs)
+        load_weights(module, saved.file("model.pt"))
+        return _LightningPredictor(module, saved.task, saved.device)
 
 
 class _LightningPredictor(TorchPredictor):

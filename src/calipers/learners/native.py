@@ -2,7 +2,8 @@
 
 The engine runs these networks with :func:`calipers.evaluation.cv.run_fold` (or stacked,
 :mod:`calipers.batched`), exactly as before learners existed; this adapter gives the same loop
-the :class:`~calipers.learners.base.Learner` face for code that wants one object per fold.
+the :class:`~calipers.learners.base.Learner` face for code that wants one object per fold, and
+loads any calipers-loop fold (``model.pt``, rebuilt from the network's ``model``/``args``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from calipers.exceptions import ConfigError
 from calipers.models import build_network
 from calipers.runs import atomic_path
 
-from .base import KNOWN_TRAIN_KEYS, FitSettings, FoldData, Predictor
-from .torch_predictor import TorchPredictor
+from .base import KNOWN_TRAIN_KEYS, FitSettings, FoldData, Predictor, SavedFold
+from .torch_predictor import TorchPredictor, load_weights
 
 __all__ = ["CalipersLearner"]
 
@@ -51,6 +52,13 @@ class CalipersLearner:
                             device=settings.device)
         res = fit(model, fold.X, fold.y, task=fold.task, options=opts, seed=seed)
         return _Native(model, fold.task, res.device, res.seconds)
+
+    def load(self, spec: NetworkSpec, saved: SavedFold) -> Predictor:
+        """The network built from ``model``/``args`` with the fold's ``model.pt`` weights."""
+        model = build_network(spec.model, spec.args, input_shape=saved.input_shape,
+                              n_outputs=saved.n_outputs)
+        load_weights(model, saved.file("model.pt"))
+        return _Native(model, saved.task, saved.device, 0.0)
 
 
 class _Native(TorchPredictor):

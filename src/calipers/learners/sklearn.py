@@ -6,11 +6,24 @@ returning an estimator, e.g. a function building a ``Pipeline``), ``args = {...}
 arguments. Images are flattened to ``(N, n_pixels)``. An estimator with a ``random_state``
 parameter that ``args`` leaves unset gets the fold's seed. Regression estimators whose
 ``predict`` takes ``return_std`` (``BayesianRidge``, ``GaussianProcessRegressor``) report
-their predictive variance. The fitted estimator is saved with ``pickle`` as ``model.pkl``.
+their predictive variance.
+
+# NOTE [Saving estimators without pickle]
+Unpickling a file runs whatever code the file names, so a ``model.pkl`` from a run folder
+someone else made (a shared drive, a download, a container) could do anything. The fitted
+estimator is saved with skops (``skops.io.dump``) as ``model.skops``: loading it builds only
+types skops trusts (scikit-learn's estimators, NumPy, SciPy) plus those the user names
+(``trusted=``, ``calipers predict --trust TYPE``); a file holding any other type is refused,
+with the list of those types. Some scikit-learn internals are not on skops' default list
+(``sklearn.tree._tree.Tree`` of trees and forests): trust them by name for run folders you
+trust. Without skops installed (``pip install 'calipers[sklearn]'``) the estimator is
+pickled to ``model.pkl`` with a warning, and loading it needs ``trust_pickle=True``
+(``--trust-pickle``), a statement that the folder is yours.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import pickle
 import time
@@ -19,14 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from calipers._checks import warn_user
 from calipers.evaluation.cv import NetworkSpec
-from calipers.exceptions import ConfigError
+from calipers.exceptions import ConfigError, DataError
 from calipers.models import resolve_callable
 from calipers.runs import atomic_write_bytes
 
-from .base import FitSettings, FoldData, Predictor
+from .base import FitSettings, FoldData, Predictor, SavedFold
 
 __all__ = ["SklearnLearner", "SklearnPredictor"]
+
+_WARNED_PICKLE: list[bool] = []  # warned once per process that skops is missing
 
 
 def _build(spec: NetworkSpec, name: str) -> Any:
@@ -77,6 +93,48 @@ class SklearnLearner:
         pred.seconds = time.perf_counter() - t0
         return pred
 
+    def load(self, spec: NetworkSpec, saved: SavedFold) -> Predictor:
+        """NOTE [Saving estimators without pickle]."""
+        skops_file = saved.folder / "model.skops"
+        if skops_file.is_file():
+            est = _load_skops(skops_file, saved.trusted)
+        elif (saved.folder / "model.pkl").is_file():
+            path = saved.folder / "model.pkl"
+            if not saved.trust_pickle:
+                raise DataError(
+                    f"{path} is a pickle, and loading a pickle runs any code it names; calipers "
+                    "does not load it unless told the folder is trusted. If you made this run "
+                    "folder yourself, pass trust_pickle=True (calipers predict --trust-pickle); "
+                    "or install skops (pip install 'calipers[sklearn]') and retrain, which "
+                    "saves model.skops instead.")
+            est = pickle.loads(path.read_bytes())  # the user vouched for the folder
+        else:
+            raise DataError(f"{saved.file('model.skops')}")  # file() raises, listing the folder
+        return SklearnPredictor(est, saved.task, saved.n_outputs)
+
+
+def _load_skops(path: Path, trusted: tuple[str, ...]) -> Any:
+    """Load ``path`` with skops, trusting its defaults and ``trusted`` only."""
+    if importlib.util.find_spec("skops") is None:
+        raise ConfigError(f"{path} was saved with skops, which is not installed; install it "
+                          "with: pip install 'calipers[sklearn]'")
+    import skops.io
+
+    data = path.read_bytes()
+    try:
+        unknown = skops.io.get_untrusted_types(data=data)
+    except Exception as exc:  # zipfile, JSON: a damaged file
+        raise DataError(f"{path} cannot be read ({type(exc).__name__}: {exc}); it is "
+                        "damaged.") from None
+    missing = [t for t in unknown if t not in trusted]
+    if missing:
+        flags = " ".join(f"--trust {t}" for t in missing)
+        raise DataError(f"{path} holds types that skops does not trust by default: "
+                        f"{', '.join(missing)}. Loading builds them, so calipers needs you to "
+                        f"name them if you trust this run folder: trusted=[...] in Python, or "
+                        f"calipers predict {flags}.")
+    return skops.io.loads(data, trusted=list(unknown))
+
 
 class SklearnPredictor(Predictor):
     """Probabilities in the columns of all ``n_outputs`` classes (a class missing from a
@@ -112,6 +170,18 @@ class SklearnPredictor(Predictor):
         return (np.asarray(std, dtype=np.float64) ** 2).reshape(len(X), -1)
 
     def save(self, folder: Path) -> list[str]:
+        """``model.skops`` (NOTE [Saving estimators without pickle]); ``model.pkl`` with a
+        warning when skops is not installed."""
+        if importlib.util.find_spec("skops") is not None:
+            import skops.io
+
+            atomic_write_bytes(Path(folder) / "model.skops", skops.io.dumps(self.est))
+            return ["model.skops"]
+        if not _WARNED_PICKLE:
+            _WARNED_PICKLE.append(True)
+            warn_user("skops is not installed, so the fitted estimators are pickled to "
+                      "model.pkl, which loads only with trust_pickle=True (pickle runs code); "
+                      "install it with: pip install 'calipers[sklearn]'")
         atomic_write_bytes(Path(folder) / "model.pkl", pickle.dumps(self.est))
         return ["model.pkl"]
 

@@ -10,12 +10,30 @@ import torch
 
 from calipers._seeds import seeded_torch
 from calipers.evaluation.contracts import has_active_dropout
+from calipers.exceptions import DataError
 from calipers.runs import atomic_path
 from calipers.uncertainty.mc import mc_dropout_mode
 
 from .base import Predictor
 
-__all__ = ["TorchPredictor"]
+__all__ = ["TorchPredictor", "load_weights"]
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load the state dict at ``path`` into ``model`` (``weights_only=True``: no code runs);
+    :class:`~calipers.exceptions.DataError` when it is damaged or does not fit the model."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # RuntimeError, UnpicklingError, EOFError, ...
+        raise DataError(f"{path}: cannot load the fold's weights ({type(exc).__name__}: "
+                        f"{exc}); the file is damaged or not a state dict.") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: the weights do not fit the network built from the run's "
+                        f"config ({str(exc).splitlines()[0]}); was the network's code or args "
+                        "changed since the run?") from None
+    return model
 
 
 class TorchPredictor(Predictor):

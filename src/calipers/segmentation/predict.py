@@ -104,6 +104,10 @@ def _run_meta(run_dir: Path, network: str | None) -> tuple[str, dict[str, Any], 
         raise ValueError(f"network {network!r} is not in {run_dir}; it has {', '.join(nets)}.")
     info = read_json(run_dir / "segmentation.json")
     spec = cfg["networks"][network]
+    if spec.get("learner", "calipers") != "calipers":  # segmentation trains calipers' U-Nets
+        raise ValueError(f"network {network!r} of {run_dir} has learner "
+                         f"{spec['learner']!r}; segmentation prediction loads networks trained "
+                         "by calipers' own loop only.")
     meta = {"model": spec["model"], "args": dict(spec.get("args", {})), **{
         k: info[k] for k in _META if k not in ("model", "args")}}
     folds = [j for j in range(1000) if (fold_dir(run_dir, network, j) / "model.pt").is_file()]
