@@ -44,7 +44,9 @@ test-slurm: venv
 # Hippocampus (200 volumes, 5-fold CV, CPU recipe of examples/hippocampus.toml): about two
 # hours on 2 cores (estimated). CALIPERS_SEG_RUN_DIR=runs/validate keeps the run (resumable).
 validate-seg: venv
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -s -m slow \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} \
+	CALIPERS_SEG_EXECUTOR=$${CALIPERS_SEG_EXECUTOR:-local:$$(nproc)} \
+		$(BIN)/python -m pytest -q -s -m slow \
 		validate/test_segmentation.py -k hippocampus
 
 # docker/Dockerfile built with podman on a local debootstrapped Debian base (no registry) and
