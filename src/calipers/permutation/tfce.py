@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
 from calipers._checks import _check_finite
 from calipers.exceptions import CalipersWarning
@@ -440,11 +439,15 @@ if _HAVE_NUMBA:
 
 def _structure(connectivity):
     """scipy.ndimage structuring element for 6/18/26 connectivity."""
+    from scipy import ndimage  # lazily: only the fallbacks use it (CLI start-up time)
+
     return ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
 
 
 def _tfce_scipy(values, mask, H, E, dh, connectivity):
     """TFCE by labelling each threshold's supra-threshold set (the definition, made slow)."""
+    from scipy import ndimage
+
     structure = _structure(connectivity)
     out = np.zeros_like(values)
     volume = np.zeros(mask.shape)
