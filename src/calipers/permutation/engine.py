@@ -64,6 +64,7 @@ _TILE_ELEMENTS = 1 << 20  # scores per GEMM tile (Pc·m × Vt), 4 MiB in float32
 _CUDA_TILE_ELEMENTS = 1 << 26  # on a GPU: 256 MiB tiles, a few kernel launches per chunk
 _FUSED_TILE_BYTES = 1 << 19  # fused CPU path: (Vt × Pc·m) float32 tile, half of one core's L2
 _FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
+_FUSED_TFCE = True  # TFCE null by max/count in the kernel (NOTE [Fused TFCE null], tfce.py)
 
 
 @dataclass(frozen=True)
@@ -731,7 +732,10 @@ class _FullMapState:
         stat[ident] = self.obs_stat  # NOTE [Identity counts in the null]
         self.identity.extend(int(i) + p0 for i in ident)
         p1 = p0 + stat.shape[0]
-        if self.extras.tfce:
+        if (self.extras.tfce and _HAVE_NUMBA and _FUSED_TFCE
+                and not (self.two_sided and self.prep.kind == "t")):
+            self._tfce_fused(stat, ident, p0, p1)
+        elif self.extras.tfce:
             t = self._tfce(stat)
             t_score = np.abs(t) if self.two_sided else t
             t_score[ident] = self.tfce_score
@@ -743,6 +747,20 @@ class _FullMapState:
         ):
             if thr is not None:
                 target[p0:p1] = self._cluster_max(stat, thr)[col]
+
+    def _tfce_fused(self, stat: np.ndarray, ident: np.ndarray, p0: int, p1: int) -> None:
+        """The TFCE null of one chunk without TFCE maps (NOTE [Fused TFCE null] in tfce.py):
+        what the branch after it in ``add_chunk`` computes, for one-sided TFCE (F: >= 0)."""
+        from calipers.permutation.tfce import _tfce_max_count
+
+        e = self.extras
+        skip = np.zeros(stat.shape[0], dtype=bool)
+        skip[ident] = True  # the identity is the observed map: it ties itself everywhere
+        mx, counts = _tfce_max_count(stat, e.mask, self.tfce_score, skip, H=e.tfce_H,
+                                     E=e.tfce_E, connectivity=e.connectivity, dh=self.dh)
+        mx[ident] = self.tfce_score.max()
+        self.tfce_max[p0:p1] = mx
+        self.tfce_counts += counts + len(ident)
 
     def _cluster_p(self, threshold: float, null: np.ndarray, col: int) -> np.ndarray:
         from calipers.permutation.clusters import cluster_maps
