@@ -202,6 +202,17 @@ def _score_to_stat(prep: PreparedContrast, score):
     return _f_from_score(score, prep.k, prep.df, xp=xp)
 
 
+def _score_to_stat_(prep: PreparedContrast, score: torch.Tensor) -> torch.Tensor:
+    """``_score_to_stat`` of a float tensor, in place: the same operations in the same order
+    (so the same values, bit for bit), without the five (P, V) temporaries. Returns ``score``."""
+    tmp = score * score
+    if prep.kind == "t":
+        tmp.neg_().add_(1.0).clamp_(min=0.0).sqrt_()  # -x + 1 == 1 - x exactly
+        return score.mul_(math.sqrt(prep.df)).div_(tmp)
+    tmp = score.neg().add_(1.0).clamp_(min=0.0).div_(prep.df)
+    return score.div_(prep.k).div_(tmp)
+
+
 def _left_rows(prep: PreparedContrast, relabel: np.ndarray, flip: bool) -> np.ndarray:
     """(m, n) relabellings -> (m·(k+q), n) GEMM rows: the permuted or flipped basis columns."""
     if flip:
@@ -336,7 +347,7 @@ def run_contrast_range(
     max_score = torch.empty(stop - start, dtype=dtype, device=device)
     counts = torch.zeros(n_vox, dtype=torch.int64, device=device)
     full = _FullMapState(prep, extras, n_perm, two_sided) if extras.full_maps else None
-    fused = None
+    fused = maps_buf = None
     if full is None and device.type == "cpu" and _HAVE_NUMBA:
         fused = _FusedBuffers(y_hat, chunk, width)
     for p0 in range(start, stop, chunk):
@@ -348,7 +359,9 @@ def run_contrast_range(
         left = torch.as_tensor(
             _left_rows(prep, rows, relabellings.flip), dtype=dtype, device=device
         )
-        maps = torch.empty(p1 - p0, n_vox, dtype=dtype, device=device) if full else None
+        if full is not None and maps_buf is None:  # one buffer for every chunk's maps
+            maps_buf = torch.empty(chunk, n_vox, dtype=dtype, device=device)
+        maps = maps_buf[: p1 - p0] if full is not None else None
         split = fused is not None and not abs_scores and _split_rows(prep, rows, relabellings)
         if split:
             running = _chunk_split(prep, rows, obs, ident, counts, *split)
@@ -728,7 +741,8 @@ class _FullMapState:
         return ext, mass
 
     def add_chunk(self, p0: int, score_maps: torch.Tensor, ident: np.ndarray) -> None:
-        stat = _score_to_stat(self.prep, score_maps).cpu().numpy().astype(np.float32, copy=False)
+        """Add one chunk's score maps (overwritten: they become the statistic maps)."""
+        stat = _score_to_stat_(self.prep, score_maps).cpu().numpy().astype(np.float32, copy=False)
         stat[ident] = self.obs_stat  # NOTE [Identity counts in the null]
         self.identity.extend(int(i) + p0 for i in ident)
         p1 = p0 + stat.shape[0]
