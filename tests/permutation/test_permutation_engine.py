@@ -379,3 +379,21 @@ def test_split_enumeration_of_exhaustive_flips_equals_plain_enumeration(rng, mon
     assert_array_equal(split.p_uncorrected[0], p_unc)
     assert_array_equal(split.p_fwe[0], p_fwe)
     assert_allclose(split.max_null[0], null.max(1), rtol=1e-5)  # in enumeration order
+
+
+@pytest.mark.parametrize("kind,k", [("t", 1), ("F", 1), ("F", 3)])
+def test_in_place_score_to_stat_is_bit_identical(rng, kind, k):
+    """_score_to_stat_ (in place, TFCE/cluster maps) gives _score_to_stat's float32 values."""
+    import torch
+
+    from calipers.permutation.engine import PreparedContrast, _score_to_stat, _score_to_stat_
+
+    prep = PreparedContrast(kind=kind, flip=False, k=k, df=17, basis=np.zeros((20, k)),
+                            y_hat=np.zeros((20, 1)), score=np.zeros(1), stat=np.zeros(1))
+    lo = -1.0 if kind == "t" else 0.0
+    score = torch.from_numpy(rng.uniform(lo, 1.0, size=(7, 1000)).astype(np.float32))
+    score[0, :4] = torch.tensor([lo, 0.0, 1.0, np.nextafter(np.float32(1), np.float32(0))])
+    expected = _score_to_stat(prep, score.clone()).numpy()
+    got = _score_to_stat_(prep, score).numpy()
+    assert np.shares_memory(got, score.numpy())
+    assert_array_equal(got, expected)  # inf where the score is 1, like the reference

@@ -86,6 +86,27 @@ def test_4d_file_equals_list_of_3d_and_logp(subjects):
     assert_allclose(logp[mask], -np.log10(p[mask]), rtol=1e-4)
 
 
+def test_float32_read_path_gives_the_float64_results(subjects):
+    """permute_images keeps unscaled float32 voxels as float32 until masking: the same
+    statistic and p as the arrays in float64, and as a float64 file and a scaled float32 file
+    (slope 2: read through the float64 path)."""
+    data, _paths, tmp = subjects
+    vol = np.moveaxis(data, 0, -1)
+    nib.save(nib.Nifti1Image(vol.astype(np.float64), AFFINE), tmp / "all64.nii.gz")
+    scaled = nib.Nifti1Image((vol / 2).astype(np.float32), AFFINE)
+    scaled.header.set_slope_inter(2.0, 0.0)
+    nib.save(scaled, tmp / "scaled.nii.gz")
+    mask = np.ptp(data, axis=0) > 0
+    ref = permutation_test(data[:, mask], n_permutations=100, device="cpu", mask=mask,
+                           tfce=True)
+    for name in ("all.nii.gz", "all64.nii.gz", "scaled.nii.gz"):
+        out = permute_images(tmp / name, tmp / name.split(".")[0], one_sample=True,
+                             n_permutations=100, tfce=True, device="cpu")
+        assert_array_equal(out.result.statistic, ref.statistic)
+        assert_array_equal(out.result.p_uncorrected, ref.p_uncorrected)
+        assert_array_equal(out.result.p_tfce_fwe, ref.p_tfce_fwe)
+
+
 def test_design_files_and_f_test(subjects):
     _data, paths, tmp = subjects
     (tmp / "d.mat").write_text(

@@ -109,3 +109,35 @@ def test_two_sided_tfce_finds_negative_effects(grid_data):
     assert_allclose(neg.tfce, -pos.tfce, rtol=1e-5)
     assert neg.p_tfce_fwe.min() < 0.05 and neg.tfce.min() < 0
     assert one.p_tfce_fwe.min() > 0.05  # one-sided: the negative effect is not found
+
+
+def test_fused_tfce_null_equals_the_map_path(grid_data, monkeypatch):
+    """The engine's fused TFCE null (max and counts in the kernel) gives exactly the p-values and
+    null of the path that builds the TFCE maps (one-sided t and an F-test)."""
+    import calipers.permutation.engine as engine
+
+    y, mask = grid_data
+    design = np.c_[np.ones(y.shape[0]), np.random.default_rng(3).normal(size=y.shape[0])]
+    calls = []
+    fused_chunk = engine._FullMapState._tfce_fused
+
+    def spy(self, *args):
+        calls.append(1)
+        return fused_chunk(self, *args)
+
+    for kw in ({}, {"design": design, "contrasts": [[0, 1]], "f_tests": [[1]]}):
+        kw.update(mask=mask, tfce=True, n_permutations=200, device="cpu")
+        monkeypatch.setattr(engine._FullMapState, "_tfce_fused", spy)
+        fused = permutation_test(y, **kw)
+        assert calls, "the fused path was not used"
+        calls.clear()
+        monkeypatch.setattr(engine, "_FUSED_TFCE", False)
+        maps = permutation_test(y, **kw)
+        assert not calls
+        monkeypatch.undo()
+        for a, b in ((fused.p_tfce_fwe, maps.p_tfce_fwe),
+                     (fused.p_tfce_uncorrected, maps.p_tfce_uncorrected),
+                     (fused.tfce, maps.tfce)):
+            assert_array_equal(a, b)
+        for a, b in zip(fused.tfce_max_null, maps.tfce_max_null, strict=True):
+            assert_array_equal(a, b)

@@ -267,3 +267,29 @@ def test_errors():
         tfce(stat, mask, dh=1e-7)
     # integer 0/1 masks are accepted
     assert_allclose(tfce(stat * 2, mask.astype(np.uint8), dh=1.0), np.sqrt(5) * np.ones(5))
+
+
+@pytest.mark.parametrize("connectivity", [6, 26])
+def test_fused_max_and_counts_equal_the_maps(rng, connectivity):
+    """NOTE [Fused TFCE null]: max and >= counts from the kernel equal those of tfce()'s maps
+    (float32 in, float32 TFCE), skipped maps left out; float64 maps likewise."""
+    from calipers.permutation.tfce import _tfce_max_count
+
+    shape = (14, 15, 12)
+    mask = _ellipsoid_mask(shape, margin=0)
+    maps = np.stack([_smooth_volume(rng, shape, top=t)[mask] for t in (5.0, 3.0, 4.2, 0.5, 6.0)])
+    maps[3] = -np.abs(maps[3])  # no positive voxel: TFCE 0 everywhere
+    dh = 0.05
+    skip = np.array([False, True, False, False, False])
+    for values in (maps.astype(np.float32), maps):
+        t = tfce(values, mask, dh=dh, connectivity=connectivity).astype(np.float32)
+        obs = t[0] * np.float32(0.9)
+        mx, counts = _tfce_max_count(values, mask, obs, skip, H=2.0, E=0.5,
+                                     connectivity=connectivity, dh=dh)
+        np.testing.assert_array_equal(mx[~skip], t[~skip].max(axis=1))
+        assert mx[1] == 0.0 and mx[3] == 0.0 and mx[0] > 0
+        np.testing.assert_array_equal(counts, (t[~skip] >= obs).sum(axis=0))
+        assert 0 < counts.min() < counts.max() <= (~skip).sum()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        _tfce_max_count(np.full_like(maps, np.inf), mask, obs, skip, H=2.0, E=0.5,
+                        connectivity=6, dh=dh)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
 from calipers.permutation.tfce import (
     _check_maps,
@@ -212,6 +211,8 @@ if _HAVE_NUMBA:
 
 def _cluster_maps_scipy(values, mask, threshold, connectivity):
     """Per-voxel extent and mass via scipy.ndimage.label on the 3-D grid."""
+    from scipy import ndimage  # lazily: the fallback only (CLI start-up time)
+
     structure = _structure(connectivity)
     extent = np.zeros(values.shape, dtype=np.int64)
     mass = np.zeros(values.shape)

@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import linalg
 
 from calipers._seeds import child_seed
 from calipers.exceptions import DataError
@@ -204,6 +203,8 @@ def partition(design: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, np.
     d = np.linalg.pinv(x.T @ x)
     cdc_inv = np.linalg.pinv(c.T @ d @ c)
     x_eff = x @ d @ c @ cdc_inv
+    from scipy import linalg  # here, not at import: scipy.linalg is ~0.1 s of CLI start-up
+
     cu = linalg.null_space(c.T)
     if cu.shape[1] == 0:
         return x_eff, np.zeros((x.shape[0], 0))

@@ -64,6 +64,7 @@ _TILE_ELEMENTS = 1 << 20  # scores per GEMM tile (Pc·m × Vt), 4 MiB in float32
 _CUDA_TILE_ELEMENTS = 1 << 26  # on a GPU: 256 MiB tiles, a few kernel launches per chunk
 _FUSED_TILE_BYTES = 1 << 19  # fused CPU path: (Vt × Pc·m) float32 tile, half of one core's L2
 _FULL_MAP_BYTES = 256 << 20  # budget for the (chunk × V) maps TFCE and clusters need
+_FUSED_TFCE = True  # TFCE null by max/count in the kernel (NOTE [Fused TFCE null], tfce.py)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,17 @@ def _score_to_stat(prep: PreparedContrast, score):
     return _f_from_score(score, prep.k, prep.df, xp=xp)
 
 
+def _score_to_stat_(prep: PreparedContrast, score: torch.Tensor) -> torch.Tensor:
+    """``_score_to_stat`` of a float tensor, in place: the same operations in the same order
+    (so the same values, bit for bit), without the five (P, V) temporaries. Returns ``score``."""
+    tmp = score * score
+    if prep.kind == "t":
+        tmp.neg_().add_(1.0).clamp_(min=0.0).sqrt_()  # -x + 1 == 1 - x exactly
+        return score.mul_(math.sqrt(prep.df)).div_(tmp)
+    tmp = score.neg().add_(1.0).clamp_(min=0.0).div_(prep.df)
+    return score.div_(prep.k).div_(tmp)
+
+
 def _left_rows(prep: PreparedContrast, relabel: np.ndarray, flip: bool) -> np.ndarray:
     """(m, n) relabellings -> (m·(k+q), n) GEMM rows: the permuted or flipped basis columns."""
     if flip:
@@ -335,7 +347,7 @@ def run_contrast_range(
     max_score = torch.empty(stop - start, dtype=dtype, device=device)
     counts = torch.zeros(n_vox, dtype=torch.int64, device=device)
     full = _FullMapState(prep, extras, n_perm, two_sided) if extras.full_maps else None
-    fused = None
+    fused = maps_buf = None
     if full is None and device.type == "cpu" and _HAVE_NUMBA:
         fused = _FusedBuffers(y_hat, chunk, width)
     for p0 in range(start, stop, chunk):
@@ -347,7 +359,9 @@ def run_contrast_range(
         left = torch.as_tensor(
             _left_rows(prep, rows, relabellings.flip), dtype=dtype, device=device
         )
-        maps = torch.empty(p1 - p0, n_vox, dtype=dtype, device=device) if full else None
+        if full is not None and maps_buf is None:  # one buffer for every chunk's maps
+            maps_buf = torch.empty(chunk, n_vox, dtype=dtype, device=device)
+        maps = maps_buf[: p1 - p0] if full is not None else None
         split = fused is not None and not abs_scores and _split_rows(prep, rows, relabellings)
         if split:
             running = _chunk_split(prep, rows, obs, ident, counts, *split)
@@ -727,11 +741,15 @@ class _FullMapState:
         return ext, mass
 
     def add_chunk(self, p0: int, score_maps: torch.Tensor, ident: np.ndarray) -> None:
-        stat = _score_to_stat(self.prep, score_maps).cpu().numpy().astype(np.float32, copy=False)
+        """Add one chunk's score maps (overwritten: they become the statistic maps)."""
+        stat = _score_to_stat_(self.prep, score_maps).cpu().numpy().astype(np.float32, copy=False)
         stat[ident] = self.obs_stat  # NOTE [Identity counts in the null]
         self.identity.extend(int(i) + p0 for i in ident)
         p1 = p0 + stat.shape[0]
-        if self.extras.tfce:
+        if (self.extras.tfce and _HAVE_NUMBA and _FUSED_TFCE
+                and not (self.two_sided and self.prep.kind == "t")):
+            self._tfce_fused(stat, ident, p0, p1)
+        elif self.extras.tfce:
             t = self._tfce(stat)
             t_score = np.abs(t) if self.two_sided else t
             t_score[ident] = self.tfce_score
@@ -743,6 +761,20 @@ class _FullMapState:
         ):
             if thr is not None:
                 target[p0:p1] = self._cluster_max(stat, thr)[col]
+
+    def _tfce_fused(self, stat: np.ndarray, ident: np.ndarray, p0: int, p1: int) -> None:
+        """The TFCE null of one chunk without TFCE maps (NOTE [Fused TFCE null] in tfce.py):
+        what the branch after it in ``add_chunk`` computes, for one-sided TFCE (F: >= 0)."""
+        from calipers.permutation.tfce import _tfce_max_count
+
+        e = self.extras
+        skip = np.zeros(stat.shape[0], dtype=bool)
+        skip[ident] = True  # the identity is the observed map: it ties itself everywhere
+        mx, counts = _tfce_max_count(stat, e.mask, self.tfce_score, skip, H=e.tfce_H,
+                                     E=e.tfce_E, connectivity=e.connectivity, dh=self.dh)
+        mx[ident] = self.tfce_score.max()
+        self.tfce_max[p0:p1] = mx
+        self.tfce_counts += counts + len(ident)
 
     def _cluster_p(self, threshold: float, null: np.ndarray, col: int) -> np.ndarray:
         from calipers.permutation.clusters import cluster_maps

@@ -116,12 +116,25 @@ def _open(item) -> tuple[nib.spatialimages.SpatialImage, str]:
                         f"({type(exc).__name__}: {exc}).") from None
 
 
-def _voxels(img, name: str) -> np.ndarray:
+def _voxels(img, name: str, *, keep_float32: bool = False) -> np.ndarray:
+    """The image's voxels as float64, or (``keep_float32``) as stored when that is unscaled
+    float32: the same values (float32 -> float64 is exact), half the memory until masking."""
     try:
+        if keep_float32 and _plain_float32(img.dataobj):
+            return np.asarray(img.dataobj)
         return np.asarray(img.dataobj, dtype=np.float64)
     except Exception as exc:  # a truncated .nii.gz fails only when its voxels are read
         raise DataError(f"cannot read the voxels of {name!r} (damaged or truncated file?): "
                         f"{type(exc).__name__}: {exc}") from None
+
+
+def _plain_float32(dataobj) -> bool:
+    """True for float32 voxels read without scaling (an array, or a proxy with slope 1, inter 0)."""
+    if isinstance(dataobj, np.ndarray):
+        return dataobj.dtype == np.float32
+    slope, inter = getattr(dataobj, "slope", None), getattr(dataobj, "inter", None)
+    return (getattr(dataobj, "dtype", None) == np.float32 and slope is not None
+            and inter is not None and float(slope) == 1.0 and float(inter) == 0.0)
 
 
 def load_images(
@@ -142,11 +155,17 @@ def load_images(
     names : list of str
         The source of each subject's image.
     """
+    return _load_images(inputs, keep_float32=False)
+
+
+def _load_images(inputs, *, keep_float32: bool):
+    """``load_images``; ``keep_float32``: float32 data (all images unscaled float32) stays
+    float32 (``permute_images`` masks first, then converts: identical values, less memory)."""
     items = _expand_inputs(inputs)
     volumes, names, ref = [], [], None
     for item in items:
         img, name = _open(item)
-        arr = _voxels(img, name)
+        arr = _voxels(img, name, keep_float32=keep_float32)
         while arr.ndim > 3 and arr.shape[-1] == 1 and (len(items) > 1 or arr.ndim > 4):
             arr = arr[..., 0]
         if ref is None:
@@ -160,6 +179,8 @@ def load_images(
             names.append(name)
         else:
             raise DataError(f"image {name} has shape {arr.shape}; expected 3-D or 4-D.")
+    if len({v.dtype for v in volumes}) > 1:  # mixed inputs: float64 throughout
+        volumes = [v.astype(np.float64, copy=False) for v in volumes]
     return np.stack(volumes), np.asarray(ref[0].affine, dtype=np.float64), names
 
 
@@ -276,13 +297,13 @@ def permute_images(
             f"earlier run (e.g. {earlier[0].name}); choose another -o or pass --overwrite "
             "(overwrite=True) to replace them.")
     _check_not_outputs(inputs, mask, folder, stem)
-    data, affine, names = load_images(inputs)
+    data, affine, names = _load_images(inputs, keep_float32=True)  # float32 or float64
     keep, n_nan = _make_mask(data, mask, affine)
     clusters = None
     if cluster_extent_threshold is not None or cluster_mass_threshold is not None:
         clusters = (cluster_extent_threshold, cluster_mass_threshold)
     result = permutation_test(
-        data[:, keep],
+        data[:, keep].astype(np.float64, copy=False),
         design,
         contrasts,
         f_tests=f_tests,

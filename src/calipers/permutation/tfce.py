@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
 from calipers._checks import _check_finite
 from calipers.exceptions import CalipersWarning
@@ -130,6 +129,50 @@ def tfce(
     return back(out)
 
 
+# NOTE [Fused TFCE null]
+# The permutation null needs, per map, only the maximum TFCE and, per voxel, whether TFCE reaches
+# the observed value: ``_tfce_max_count`` computes both inside the kernel, as each voxel's TFCE
+# is summed, instead of writing (P, V) TFCE maps and reducing them in NumPy. Each thread keeps
+# its union-find buffers across maps (only the added voxels are reset). It takes float32 maps as
+# they are (their float64 values are exact) and rounds each TFCE to float32 as ``tfce`` does for
+# a float32 input, so maxima and counts equal ``tfce(...)``'s ``max(axis=1)`` and ``>=`` counts
+# exactly (tested). Not a shortcut over voxels: the count needs every voxel's TFCE (the maximum
+# alone lies at a component's highest voxel, but the uncorrected TFCE p needs all of them).
+
+
+def _tfce_max_count(
+    stat: np.ndarray,
+    mask: np.ndarray,
+    obs: np.ndarray,
+    skip: np.ndarray,
+    *,
+    H: float,
+    E: float,
+    connectivity: int,
+    dh: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Max TFCE per map and exceedance counts per voxel, NOTE [Fused TFCE null].
+
+    ``stat`` (P, V) float32 or float64 maps; ``obs`` (V,) float32 observed TFCE; ``skip`` (P,)
+    bool: maps left out (max 0, no counts). Returns ``(maxima (P,) float64 holding float32
+    values, counts (V,) int64)``: as ``t = tfce(stat, mask, dh=dh, ...).astype(float32)``,
+    ``t.max(axis=1)`` and ``(t >= obs).sum(0)`` over the maps not skipped. Same checks and
+    errors as ``tfce``. Needs numba.
+    """
+    from numba import get_num_threads
+
+    # float32 maps stay float32 (no float64 copy): the kernel compares their exact float64 values
+    values, mask, _ = _check_maps(stat, mask, connectivity, float_out=False, keep_float32=True)
+    dh_arr = _threshold_steps(values, dh)  # the same check of dh and of the number of levels
+    neighbours = _neighbour_table(mask, connectivity)
+    n_threads = max(1, min(get_num_threads(), values.shape[0]))
+    return _tfce_max_count_batch(
+        values, neighbours, float(H), float(E), float(dh_arr[0]),
+        np.ascontiguousarray(obs, dtype=np.float32), np.ascontiguousarray(skip, dtype=np.bool_),
+        n_threads,
+    )
+
+
 def _tfce_iv(stat, mask, H, E, connectivity, dh):
     """Check and normalise tfce's inputs; return (values (P, V) float64, mask, dh (P,), back)."""
     for name, value in (("H", H), ("E", E)):
@@ -176,10 +219,11 @@ def _threshold_steps(values, dh):
     return dh_arr
 
 
-def _check_maps(stat, mask, connectivity, *, float_out):
+def _check_maps(stat, mask, connectivity, *, float_out, keep_float32=False):
     """Shared checks of (stat, mask, connectivity) for tfce and the cluster functions.
 
-    Returns ``(values, mask, back)``: values as a C-contiguous float64 (P, V) array, the mask as
+    Returns ``(values, mask, back)``: values as a C-contiguous float64 (P, V) array (float32
+    ones kept as float32 with ``keep_float32``), the mask as
     a C-contiguous bool array, and ``back(result)`` that restores stat's shape and type (tensor
     in, tensor out when ``float_out``; the dtype of a floating input).
     """
@@ -206,7 +250,8 @@ def _check_maps(stat, mask, connectivity, *, float_out):
             f"the mask's voxels in C order: stat3d[mask] (or stat4d[:, mask] for P maps)."
         )
     _check_finite(stat, name="stat")
-    values = np.ascontiguousarray(np.atleast_2d(stat), dtype=np.float64)
+    work = np.float32 if keep_float32 and stat.dtype == np.float32 else np.float64
+    values = np.ascontiguousarray(np.atleast_2d(stat), dtype=work)
     one_d = stat.ndim == 1
     out_dtype = stat.dtype if stat.dtype in (np.float32, np.float64) else np.float64
 
@@ -331,7 +376,7 @@ if _HAVE_NUMBA:
         level = np.zeros(s.shape[0], dtype=np.int32)
         inv = 1.0 / dh
         for v in range(s.shape[0]):
-            x = s[v]
+            x = np.float64(s[v])  # float32 maps: their exact float64 value
             if x <= dh:
                 continue
             k = int(x * inv)  # within 1 of the answer; fix it with the exact comparisons
@@ -375,30 +420,27 @@ if _HAVE_NUMBA:
             top[root] = level
 
     @njit(cache=True, nogil=True)
-    def _tfce_one(s, neighbours, H, E, dh, out):
-        """TFCE of one map ``s`` (V,) into ``out`` (V,); see NOTE [TFCE union-find]."""
-        out[:] = 0.0
-        if not dh > 0:
-            return
+    def _union_pass(s, neighbours, H, E, dh, parent, size, top, acc):
+        """The union-find of NOTE [TFCE union-find] for map ``s`` (V,), ``dh`` > 0, into the
+        caller's (V,) buffers; ``parent`` must be all -1 on entry (-1: voxel not added). After
+        it, a voxel's TFCE is ``_path_sum`` where ``parent >= 0`` and 0 elsewhere. Returns the
+        voxels added (``parent[added] = -1`` restores the buffer for the next map); ``size``,
+        ``top`` and ``acc`` need no reset (written when a voxel is added)."""
         level = _levels(s, dh)
         top_level = level.max()
         if top_level == 0:
-            return
+            return np.empty(0, dtype=np.int32)
         order, start = _bucket_by_level(level, top_level)
         weights = np.zeros(top_level + 1)  # weights[k] = sum_{j<=k} (j*dh)**H
         for k in range(1, top_level + 1):
             weights[k] = weights[k - 1] + (k * dh) ** H
-        n_vox = s.shape[0]
-        parent = np.full(n_vox, -1, dtype=np.int32)  # -1: not added yet
-        size = np.zeros(n_vox, dtype=np.int32)
-        top = np.zeros(n_vox, dtype=np.int32)
-        acc = np.zeros(n_vox)
         for k in range(top_level, 0, -1):
             for i in range(start[k], start[k + 1]):
                 v = order[i]
                 parent[v] = v
                 size[v] = 1
                 top[v] = k
+                acc[v] = 0.0
                 root = v
                 for j in range(neighbours.shape[1]):
                     u = neighbours[v, j]
@@ -414,18 +456,36 @@ if _HAVE_NUMBA:
                     parent[other] = root  # the smaller tree goes under the larger
                     acc[other] -= acc[root]
                     size[root] += size[other]
-        for v in range(n_vox):  # index order: sequential memory access
+        for v in range(s.shape[0]):  # index order: sequential memory access
             if parent[v] == v:
                 acc[v] += _pow_e(size[v], E) * weights[top[v]]
+        return order
+
+    @njit(cache=True, nogil=True)
+    def _path_sum(parent, acc, v):
+        """TFCE of added voxel v: the sum of acc from v to its root."""
+        total = acc[v]
+        x = v
+        while parent[x] != x:
+            x = parent[x]
+            total += acc[x]
+        return total
+
+    @njit(cache=True, nogil=True)
+    def _tfce_one(s, neighbours, H, E, dh, out):
+        """TFCE of one map ``s`` (V,) into ``out`` (V,); see NOTE [TFCE union-find]."""
+        out[:] = 0.0
+        if not dh > 0:
+            return
+        n_vox = s.shape[0]
+        parent = np.full(n_vox, -1, dtype=np.int32)
+        size = np.empty(n_vox, dtype=np.int32)
+        top = np.empty(n_vox, dtype=np.int32)
+        acc = np.empty(n_vox)
+        _union_pass(s, neighbours, H, E, dh, parent, size, top, acc)
         for v in range(n_vox):
-            if parent[v] < 0:
-                continue
-            total = acc[v]
-            x = v
-            while parent[x] != x:
-                x = parent[x]
-                total += acc[x]
-            out[v] = total
+            if parent[v] >= 0:
+                out[v] = _path_sum(parent, acc, v)
 
     @njit(cache=True, parallel=True)
     def _tfce_batch(values, neighbours, H, E, dh):
@@ -434,17 +494,53 @@ if _HAVE_NUMBA:
             _tfce_one(values[p], neighbours, H, E, dh[p], out[p])
         return out
 
+    @njit(cache=True, parallel=True)
+    def _tfce_max_count_batch(values, neighbours, H, E, dh, obs, skip, n_threads):
+        """Per map: max over voxels of float32(TFCE), and per voxel the number of maps with
+        float32(TFCE) >= obs; maps with ``skip`` are left out (max 0). NOTE [Fused TFCE null]."""
+        n_maps, n_vox = values.shape
+        maxima = np.zeros(n_maps)
+        counts = np.zeros((n_threads, n_vox), dtype=np.int64)
+        for t in prange(n_threads):  # one work item per thread: its buffers are reused
+            parent = np.full(n_vox, -1, dtype=np.int32)
+            size = np.empty(n_vox, dtype=np.int32)
+            top = np.empty(n_vox, dtype=np.int32)
+            acc = np.empty(n_vox)
+            cnt = counts[t]
+            for p in range(t, n_maps, n_threads):
+                if skip[p]:
+                    continue
+                added = np.empty(0, dtype=np.int32)
+                if dh > 0:
+                    added = _union_pass(values[p], neighbours, H, E, dh, parent, size, top,
+                                        acc)
+                mx = np.float32(-np.inf)
+                for v in range(n_vox):
+                    f = np.float32(0.0)
+                    if parent[v] >= 0:
+                        f = np.float32(_path_sum(parent, acc, v))
+                    mx = f if f > mx else mx
+                    cnt[v] += 1 if f >= obs[v] else 0
+                maxima[p] = mx
+                for i in range(added.shape[0]):
+                    parent[added[i]] = -1
+        return maxima, counts.sum(axis=0)
+
 
 # --- SciPy fallback (no numba) --------------------------------------------------------------------
 
 
 def _structure(connectivity):
     """scipy.ndimage structuring element for 6/18/26 connectivity."""
+    from scipy import ndimage  # lazily: only the fallbacks use it (CLI start-up time)
+
     return ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
 
 
 def _tfce_scipy(values, mask, H, E, dh, connectivity):
     """TFCE by labelling each threshold's supra-threshold set (the definition, made slow)."""
+    from scipy import ndimage
+
     structure = _structure(connectivity)
     out = np.zeros_like(values)
     volume = np.zeros(mask.shape)
