@@ -1,5 +1,6 @@
 """The NVML monitor with a fake NVML; `calipers gpu` without a driver; device checks."""
 
+import json
 import time
 import types
 import warnings
@@ -200,3 +201,83 @@ def test_chunks_become_segments(tmp_path):
     assert [s["label"] for s in g["segments"]] == ["a.nii.gz", "b.nii.gz"]
     assert g["segments"][0]["end_s"] == g["segments"][1]["start_s"]
     assert g["advice"]["code"] == "ok" and "loop" not in g
+
+
+def test_calipers_gpu_watch_refreshes_until_interrupted(monkeypatch):
+    import calipers.cli.gpu as cli_gpu
+
+    monkeypatch.setattr(monitor, "load_nvml", fake_nvml)
+    naps = []
+
+    def sleep(s):
+        naps.append(s)
+        if len(naps) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second wait
+
+    monkeypatch.setattr(cli_gpu, "time", types.SimpleNamespace(sleep=sleep))
+    res = runner.invoke(app, ["gpu", "--watch", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    snaps = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert naps == [0.5, 0.5] and len(snaps) == 2
+    assert snaps[0]["gpus"][0]["name"] == "Fake H200" and snaps[0]["cuda"] == "13.0"
+    res = runner.invoke(app, ["gpu", "--watch", "-1"])  # checked with or without a driver
+    assert res.exit_code == 2 and "--watch must be >= 0" in res.stderr
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Every monitor in the test samples a fake GPU (NVML index 0 whatever the device)."""
+    monkeypatch.setattr(monitor, "_nvml_index", lambda device: 0)
+    monkeypatch.setattr(monitor, "load_nvml", fake_nvml)
+
+
+def _cv_config(batch_size=64):
+    from calipers.config import parse_config
+
+    return parse_config({
+        "data": {"kind": "digits"}, "cv": {"folds": 2, "seed": 0}, "mc": {"samples": 2},
+        "train": {"epochs": 2, "batch_size": batch_size, "device": "cpu"},
+        "networks": {"A": {"model": "calipers.models:CNN", "args": {"channels": 4}},
+                     "B": {"model": "calipers.models:CNN", "args": {"channels": 6}}}})
+
+
+def test_cv_run_writes_gpu_json_and_the_report_shows_it(fake_gpu, tmp_path):
+    from calipers.experiment.runner import run_experiment
+
+    with pytest.warns(CalipersWarning, match="GPU: "):  # the advice, printed
+        run_experiment(_cv_config(), tmp_path / "run")
+    g = read_json(tmp_path / "run" / "gpu.json")
+    assert g["name"] == "Fake H200" and g["overall"]["n_samples"] >= 1
+    assert g["loop"]["epochs"] == 8  # 2 networks x 2 folds x 2 epochs, each timed
+    assert [s["label"] for s in g["segments"]][:3] == ["fit 1 epoch 1", "fit 1 epoch 2",
+                                                       "fit 2 epoch 1"]
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>GPU</h2>" in html and f"<b>Advice:</b> {g['advice']['text'][:30]}" in html
+    assert 'alt="GPU utilisation over time"' in html or "GPU utilisation over time" in html
+
+
+def test_cv_batch_size_auto_is_recorded_in_the_run_and_the_report(tmp_path):
+    from calipers.experiment.runner import run_experiment
+
+    run_experiment(_cv_config(batch_size="auto"), tmp_path / "run")
+    g = read_json(tmp_path / "run" / "gpu.json")  # a CPU run: written for the finder only
+    assert g["sampled"] is False and len(g["batch_size"]) == 2  # one per network shape
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    for net, choice in g["batch_size"].items():
+        assert choice["method"] == "throughput" and 1 <= choice["size"] <= choice["largest"]
+        assert (f"Batch size chosen by the finder for {net}: {choice['size']} "
+                in html)
+
+
+def test_permute_marks_every_chunk_even_when_quiet(fake_gpu, tmp_path):
+    import nibabel as nib
+
+    y = np.random.default_rng(0).normal(0.4, 1.0, size=(8, 5, 6, 4))
+    nib.save(nib.Nifti1Image(np.moveaxis(y, 0, -1).astype(np.float32), np.eye(4)),
+             tmp_path / "all.nii.gz")
+    res = runner.invoke(app, ["permute", "-i", str(tmp_path / "all.nii.gz"), "-1", "-n", "200",
+                              "--device", "cpu", "-q", "--chunks", "2",
+                              "-o", str(tmp_path / "out" / "r")])
+    assert res.exit_code == 0, res.output
+    labels = [s["label"] for s in read_json(tmp_path / "out" / "gpu.json")["segments"]]
+    assert len(labels) >= 2 and all(la.startswith("permutations to ") for la in labels)
