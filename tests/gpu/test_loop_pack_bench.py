@@ -128,6 +128,18 @@ def test_pack_names_an_unreadable_file_and_writes_nothing(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []  # nothing half-written
 
 
+def test_pack_force_with_an_unreadable_file_keeps_the_old_pack(tmp_path):
+    good = _png_folder(tmp_path / "good")
+    assert runner.invoke(app, ["pack", str(good), str(tmp_path / "p.pack")]).exit_code == 0
+    before = {f.name: f.read_bytes() for f in (tmp_path / "p.pack").iterdir()}
+    bad = _png_folder(tmp_path / "bad", corrupt=True)
+    res = runner.invoke(app, ["pack", str(bad), str(tmp_path / "p.pack"), "--force"])
+    assert res.exit_code == 2 and "03.png" in res.output  # the file is named
+    after = {f.name: f.read_bytes() for f in (tmp_path / "p.pack").iterdir()}
+    assert after == before  # the old pack is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "p.pack"]  # no temp
+
+
 def test_pack_kind_gives_the_same_metrics_as_the_folder(tmp_path):
     from calipers.config import parse_config
     from calipers.experiment.runner import run_experiment
@@ -205,3 +217,14 @@ def test_bench_cg_matches_scipy():
     ref, _ = cg(A, b, rtol=0.0, atol=0.0, maxiter=_CG_ITERS)
     got = _torch_cg(torch_csr(A), torch.from_numpy(b), _CG_ITERS).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-8)
+
+
+def test_crossover_is_where_the_gpu_wins_for_good():
+    from calipers.tools.bench import crossover
+
+    sizes = [10, 100, 1000, 10_000]
+    assert crossover(sizes, [1, 1, 1, 1], [2, 2, 0.5, 0.1]) == 1000
+    assert crossover(sizes, [1, 1, 1, 1], [0.5, 2, 0.5, 0.1]) == 1000  # an early win that fades
+    assert crossover(sizes, [1, 1, 1, 1], [0.1, 0.1, 0.1, 2]) is None  # behind at the largest
+    assert crossover(sizes, [1, 1, 1, 1], [None] * 4) is None  # no GPU
+    assert crossover(sizes, [1, 1, 1, 1], [1, 1, 1, 1]) is None  # a tie is not a win
