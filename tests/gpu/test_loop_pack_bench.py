@@ -228,3 +228,20 @@ def test_crossover_is_where_the_gpu_wins_for_good():
     assert crossover(sizes, [1, 1, 1, 1], [0.1, 0.1, 0.1, 2]) is None  # behind at the largest
     assert crossover(sizes, [1, 1, 1, 1], [None] * 4) is None  # no GPU
     assert crossover(sizes, [1, 1, 1, 1], [1, 1, 1, 1]) is None  # a tie is not a win
+
+
+def test_network_check_copies_read_only_pack_data(tmp_path):
+    from calipers.evaluation.contracts import check_network
+    from calipers.tools.pack import load_pack, pack
+
+    class Scribbler(torch.nn.Module):  # writes into its input, as in-place layers may
+        def forward(self, x):
+            x.mul_(0)
+            return torch.zeros(x.shape[0], 2, requires_grad=True)
+
+    pack(_png_folder(tmp_path / "src", n=2), tmp_path / "p.pack")
+    X = np.array(load_pack(tmp_path / "p.pack").X)  # read-only, like the memory map
+    X.flags.writeable = False
+    before = X.copy()
+    check_network(Scribbler(), X[:2], task="classification", n_outputs=2, network="S")
+    assert np.array_equal(X, before)  # the data were not handed over as shared memory
