@@ -77,6 +77,39 @@ def test_loop_gives_the_old_cpu_numbers(kind, loader, monkeypatch):
     assert new.data_on_device is not loader and new.amp is False and new.amp_dtype == ""
 
 
+def test_split_lives_on_the_device_within_a_quarter_of_its_free_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4000, 8000))
+    cuda = torch.device("cuda")  # only its type is read before the memory query
+    y = torch.zeros(50, dtype=torch.int64)  # 400 bytes
+    assert train._fits_on_device(torch.zeros(150), y, cuda)  # 600 + 400 = 1000 = 4000 / 4
+    assert not train._fits_on_device(torch.zeros(151), y, cuda)
+    assert train._fits_on_device(torch.zeros(10**6), y, torch.device("cpu"))  # always
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_session.sh)")
+def test_loop_on_cuda_synchronises_once_per_epoch_not_per_step():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((640, 5)).astype(np.float32), rng.integers(0, 3, 640)
+    caught = []
+
+    def watch(epoch, n, loss):  # from the end of epoch 1 on: flag every synchronising call
+        if epoch == 1:
+            torch.cuda.set_sync_debug_mode("warn")
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = fit(MLP((5,), 3, hidden=(16,)), X, y, progress=watch, options=TrainOptions(
+                epochs=4, batch_size=32, device="cuda", amp="bf16"))  # 20 steps an epoch
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message)[:120] for w in caught if "synchroniz" in str(w.message)]
+    assert res.data_on_device and res.amp_dtype == "bf16"
+    assert 1 <= len(syncs) <= 2 * 3, syncs  # epochs 2-4: the loss read once each, not 20 times
+
+
 # --- packs --------------------------------------------------------------------------------------
 
 def _png_folder(root, n=8, shape=(8, 8), corrupt=False):
