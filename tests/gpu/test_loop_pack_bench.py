@@ -278,3 +278,15 @@ def test_network_check_copies_read_only_pack_data(tmp_path):
     before = X.copy()
     check_network(Scribbler(), X[:2], task="classification", n_outputs=2, network="S")
     assert np.array_equal(X, before)  # the data were not handed over as shared memory
+
+
+def test_every_bench_workload_runs_on_the_cpu():
+    from calipers.tools.bench import WORKLOADS
+
+    assert [w.name for w in WORKLOADS] == ["matmul", "fft2", "conv2d", "conv3d", "pdist", "cg",
+                                           "permutation", "mc_dropout"]
+    for w in WORKLOADS:
+        cpu, gpu = w.make(w.quick[0], None)
+        assert gpu is None and cpu() is not None, w.name
+        assert list(w.quick) == sorted(w.quick) and list(w.full) == sorted(w.full)
+    assert 4500 in WORKLOADS[4].full  # the classic 4,500 x 120 distance matrix
