@@ -283,5 +283,7 @@ def test_permute_marks_every_chunk_even_when_quiet(fake_gpu, tmp_path):
                               "--device", "cpu", "-q", "--chunks", "2",
                               "-o", str(tmp_path / "out" / "r")])
     assert res.exit_code == 0, res.output
-    labels = [s["label"] for s in read_json(tmp_path / "out" / "gpu.json")["segments"]]
+    g = read_json(tmp_path / "out" / "gpu.json")
+    labels = [s["label"] for s in g["segments"]]
     assert len(labels) >= 2 and all(la.startswith("permutations to ") for la in labels)
+    assert f"Note: GPU: {g['advice']['text'][:40]}" in " ".join(res.stderr.split())

@@ -114,8 +114,8 @@ def permute(
         progress.update(task, completed=done, total=total)
 
     try:
-        with executor_errors(err), gpu_monitor(Path(output).parent, device) as mon, \
-                warnings.catch_warnings(record=True) as caught:
+        with executor_errors(err), warnings.catch_warnings(record=True) as caught, \
+                gpu_monitor(Path(output).parent, device) as mon:  # its advice: a Note below
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(
                 inputs if len(inputs) > 1 else inputs[0], output,
