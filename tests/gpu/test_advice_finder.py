@@ -39,6 +39,11 @@ def test_advice_rules(trace, code):
     assert f"{trace.util_mean:.0f} %" in a.text
 
 
+def test_host_advice_names_what_predict_and_permute_can_change():
+    text = advise(Trace(util_mean=39)).text  # neither reads packs: no pack advice there
+    assert "--roi" in text and "--chunks" in text and "pack" not in text
+
+
 def test_batch_advice_names_the_size_that_fits():
     a = advise(Trace(util_mean=39, wait_fraction=0.1, step_ms=3, amp="bf16", batch_size=8,
                      finder_batch_size=1234))

@@ -81,8 +81,8 @@ def advise(t: Trace) -> Advice:
         return Advice("ok", f"{u}: it is working hard; nothing to change.")
     if t.wait_fraction is None:
         return Advice("host", f"{u}; the work between GPU calls (reading and writing files, "
-                      "Python on the CPU) dominates: keep inputs as arrays (calipers pack) and "
-                      "give the GPU larger chunks of work.")
+                      "Python on the CPU) dominates: give the GPU larger pieces of work per call "
+                      "(predict: a larger --roi, or none; permute: fewer --chunks).")
     w = f"{u}, and the loop waited for data {100 * t.wait_fraction:.0f} % of each epoch"
     if t.wait_fraction >= _DATA_BOUND:
         if t.reads_files:
