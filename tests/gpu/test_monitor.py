@@ -287,3 +287,12 @@ def test_permute_marks_every_chunk_even_when_quiet(fake_gpu, tmp_path):
     labels = [s["label"] for s in g["segments"]]
     assert len(labels) >= 2 and all(la.startswith("permutations to ") for la in labels)
     assert f"Note: GPU: {g['advice']['text'][:40]}" in " ".join(res.stderr.split())
+
+
+def test_nvml_index_follows_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert monitor._nvml_index("cuda:1") == 5  # NVML counts every GPU, CUDA the visible ones
+    assert monitor._nvml_index("cuda:0") == 3
+    assert monitor._nvml_index("cpu") is None
+    if not torch.cuda.is_available():
+        assert monitor._nvml_index("auto") is None  # a CPU run samples nothing
