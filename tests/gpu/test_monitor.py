@@ -260,9 +260,12 @@ def test_cv_run_writes_gpu_json_and_the_report_shows_it(fake_gpu, tmp_path):
     assert 'alt="GPU utilisation over time"' in html or "GPU utilisation over time" in html
 
 
-def test_cv_batch_size_auto_is_recorded_in_the_run_and_the_report(tmp_path):
+def test_cv_batch_size_auto_is_recorded_in_the_run_and_the_report(tmp_path, monkeypatch):
     from calipers.experiment.runner import run_experiment
+    from calipers.gpu import finder
 
+    monkeypatch.setattr(finder, "_PROBE_SECONDS", 0.01)  # timings need not be good here
+    monkeypatch.setattr(finder, "_CACHE", {})
     run_experiment(_cv_config(batch_size="auto"), tmp_path / "run")
     g = read_json(tmp_path / "run" / "gpu.json")  # a CPU run: written for the finder only
     assert g["sampled"] is False and len(g["batch_size"]) == 2  # one per network shape
