@@ -21,6 +21,7 @@ from calipers.runs import read_json
     # the case: 40 % busy, 60 % of each epoch waiting for batches from a loader
     (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=4), "loader"),
     (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=8), "device"),
+    (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=0), "loader"),
     (Trace(util_mean=40, wait_fraction=0.6, reads_files=True, data_on_device=False), "pack"),
     (Trace(util_mean=97, wait_fraction=0.6), "ok"),
     (Trace(util_mean=39), "host"),  # predict/permute: no loop timers
@@ -42,6 +43,12 @@ def test_advice_rules(trace, code):
 def test_host_advice_names_what_predict_and_permute_can_change():
     text = advise(Trace(util_mean=39)).text  # neither reads packs: no pack advice there
     assert "--roi" in text and "--chunks" in text and "pack" not in text
+
+
+def test_recipe_loop_advice_names_its_host_work():
+    text = advise(Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=0)).text
+    assert "augmented on the CPU" in text and "augment = false" in text
+    assert "now 0 workers" not in text  # the recipe's loop has no workers to raise
 
 
 def test_batch_advice_names_the_size_that_fits():

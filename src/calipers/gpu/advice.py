@@ -89,6 +89,11 @@ def advise(t: Trace) -> Advice:
             return Advice("pack", f"{w}: decoding image files is the bottleneck; pack the data "
                           "set into one array file (calipers pack SRC DST, then "
                           "data.kind = \"pack\").")
+        if t.data_on_device is False and t.workers == 0:  # the segmentation recipe's loop
+            return Advice("loader", f"{w}: the patches are cropped and augmented on the CPU, "
+                          "one image after another, between steps; that sets the pace (the "
+                          "recipe's loop has no loader workers). Less augmentation ([segmentation] "
+                          "augment = false) or fewer, larger patches per step wait less.")
         if t.data_on_device is False and (t.workers or 0) < 8:
             return Advice("loader", f"{w}: use more loader workers with pinned memory "
                           f"(now {t.workers or 0} workers), or shrink the data so the split "
