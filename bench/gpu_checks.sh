@@ -34,7 +34,7 @@ mkdir -p "$OUT"
 PY=${PY:-.venv/bin/python}
 export CALIPERS_DEVICE=cuda
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-$PY -m calipers.cli env > "$OUT/env.txt" 2>&1 || true
+$PY -m calipers env > "$OUT/env.txt" 2>&1 || true
 
 if [ "${1:-a}" = a ]; then
     timeout 90 $PY bench/bench_seg_mc.py --device cuda > "$OUT/seg_mc_cuda.log" 2>&1

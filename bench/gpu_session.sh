@@ -6,7 +6,8 @@
 #   OUT=/tmp/gpu bash bench/gpu_session.sh           # PY=python3 by default (the machine's torch)
 #
 # On a bare GPU machine with PyTorch but without calipers' other dependencies, bring wheels of
-# pydantic, pydantic-core, annotated-types, typing-inspection, nibabel, monai and nilearn
+# pydantic, pydantic-core, annotated-types, typing-inspection, nibabel, monai, nilearn and
+# nvidia-ml-py (without it the GPU monitor is off: no utilisation in gpu.json, issue 13)
 # (pip download --no-deps ... -d .whl), install them with
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl
 # and run with PYTHONPATH=/tmp/site:$PWD/src; copy ../shared/data/hippocampus-msd next to the
@@ -15,8 +16,9 @@
 # Data for the hippocampus step: $CALIPERS_DATA/hippocampus-msd (default ../shared/data).
 # Steps: 1 the CUDA tests (issues 11, 13: device paths of the engine, MC dropout, batched MLPs,
 # permutation, the GPU monitor/finder); 2 `calipers gpu` and `calipers demo` on CUDA with the
-# monitor and mixed precision (13); 3 the permutation engine on the GPU (17); 4 `calipers bench`
-# at full sizes (13); 5 the training loop before/after on digits (13); 6 the engine on CUDA (11);
+# monitor and mixed precision (13); 3 the permutation engine on the GPU (17); 4 `calipers bench`:
+# 4a the distance matrix and the CG solve, 4b every workload at full sizes (13); 5 the training
+# loop before/after on digits (13); 6 the engine on CUDA (11);
 # 7 executors and permutation chunks on CUDA (12); 8 the loop and the batch-size finder on the
 # hippocampus U-Net (13).
 set -u
@@ -43,6 +45,9 @@ step() {  # step NAME CAP_SECONDS COMMAND...
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$LOG"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())" | tee -a "$LOG"
+$PY -c "import importlib.util as u; m = [n for n in ('pynvml', 'typer', 'rich', 'scipy', \
+'sklearn', 'matplotlib', 'PIL', 'pydantic', 'nibabel', 'monai', 'nilearn') if not u.find_spec(n)]; \
+print('missing modules:', m or 'none')" | tee -a "$LOG"
 
 step "1 CUDA tests" 120 $PY -m pytest -q -p no:cacheprovider -rs \
     tests/permutation/test_permutation_engine.py tests/test_batched.py tests/test_determinism.py \
@@ -57,7 +62,7 @@ try:
     g = json.load(open("/tmp/gs-demo/gpu.json"))
     o = g.get("overall", {})
     print("demo gpu.json:", {k: o.get(k) for k in ("util_mean", "util_min", "mem_peak_mib",
-                                                     "energy_j", "seconds")},
+                                                     "energy_j", "end_s")},
           "loop:", g.get("loop"), "advice:", g.get("advice"))
 except Exception as exc:
     print("no demo gpu.json:", exc)
@@ -67,11 +72,14 @@ cp /tmp/gs-demo/gpu.json "$OUT/demo_gpu.json" 2>/dev/null
 step "3 permutation on the GPU" 150 $PY bench/gpu_permutation_check.py
 grep '^{' "$LOG" | tail -n 1 > "$OUT/permutation_gpu.json"
 
-step "4 calipers bench" 120 $PY -m calipers bench --json "$OUT/bench.json"
+step "4a calipers bench: distances, CG" 45 $PY -m calipers bench --only pdist --only cg \
+    --json "$OUT/bench_pdist_cg.json"   # the two the issue says the GPU must win, first
+step "4b calipers bench" 120 $PY -m calipers bench --json "$OUT/bench.json" \
+    --plot "$OUT/bench.png"
 step "5 training loop, digits" 60 $PY bench/bench_gpu_loop.py --data digits --epochs 10 \
     --out "$OUT/loop_digits.json"
 step "6 engine on CUDA" 45 $PY bench/engine_gpu_check.py --device cuda --out "$OUT/engine.json"
-step "7 executors on CUDA" 60 $PY bench/check_executors_gpu.py /tmp/gs-exec
+step "7 executors on CUDA" 60 $PY bench/check_executors_gpu.py "$OUT"  # writes executors_gpu.json
 step "8 loop + finder, hippocampus" 90 $PY bench/bench_gpu_loop.py --data hippocampus \
     --epochs 5 --batch-size 8 --finder --out "$OUT/loop_hippocampus.json"
 echo "== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"

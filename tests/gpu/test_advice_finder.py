@@ -21,6 +21,7 @@ from calipers.runs import read_json
     # the case: 40 % busy, 60 % of each epoch waiting for batches from a loader
     (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=4), "loader"),
     (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=8), "device"),
+    (Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=0), "loader"),
     (Trace(util_mean=40, wait_fraction=0.6, reads_files=True, data_on_device=False), "pack"),
     (Trace(util_mean=97, wait_fraction=0.6), "ok"),
     (Trace(util_mean=39), "host"),  # predict/permute: no loop timers
@@ -37,6 +38,17 @@ def test_advice_rules(trace, code):
     a = advise(trace)
     assert a.code == code
     assert f"{trace.util_mean:.0f} %" in a.text
+
+
+def test_host_advice_names_what_predict_and_permute_can_change():
+    text = advise(Trace(util_mean=39)).text  # neither reads packs: no pack advice there
+    assert "--roi" in text and "--chunks" in text and "pack" not in text
+
+
+def test_recipe_loop_advice_names_its_host_work():
+    text = advise(Trace(util_mean=40, wait_fraction=0.6, data_on_device=False, workers=0)).text
+    assert "augmented on the CPU" in text and "augment = false" in text
+    assert "now 0 workers" not in text  # the recipe's loop has no workers to raise
 
 
 def test_batch_advice_names_the_size_that_fits():
@@ -111,3 +123,86 @@ def test_plateau_survives_one_noisy_timing():
     tp = {1: 100, 2: 104, 4: 300, 8: 310, 16: 312, 32: 2000}
     res = plateau_batch_size(tp.__getitem__, limit=32)
     assert res.size == 4 and 32 not in res.probes  # two misses after 4 end the search
+
+
+@pytest.mark.parametrize("amp, bf16_ok, want", [
+    (True, True, torch.bfloat16), (True, False, torch.float16),  # the old boolean: "auto"
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float16),
+    ("bf16", False, torch.bfloat16), ("fp16", True, torch.float16),
+    ("off", True, None), (False, True, None)])
+def test_resolve_amp_on_cuda(amp, bf16_ok, want, monkeypatch):
+    from calipers.evaluation.train import resolve_amp
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    assert resolve_amp(amp, torch.device("cuda")) is want  # only the device's type is read
+
+
+@pytest.mark.parametrize("amp", [True, False, "auto", "bf16", "fp16", "off"])
+def test_config_amp_modes_and_the_old_boolean(amp):
+    from calipers.config import parse_config
+    from calipers.exceptions import ConfigError
+
+    raw = {"networks": {"A": {"model": "calipers.models:MLP"}}}
+    cfg = parse_config({**raw, "train": {"amp": amp}})
+    assert cfg.train.amp == amp and TrainOptions(amp=cfg.train.amp).amp == amp
+    text = cfg.to_toml()
+    assert parse_config(__import__("tomllib").loads(text)).train.amp == amp  # round trip
+    with pytest.raises(ConfigError, match="amp"):
+        parse_config({**raw, "train": {"amp": "fp8"}})
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cudnn_benchmark_only_on_cuda_without_determinism(deterministic, blobs):
+    X, y = blobs
+    cuda = torch.cuda.is_available()
+    old, old_det = torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()
+    torch.backends.cudnn.benchmark = False
+    seen = []
+    try:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        fit(MLP((4,), 3, hidden=(8,)), X, y, progress=lambda *a: seen.append(
+            torch.backends.cudnn.benchmark), options=TrainOptions(epochs=2, device="auto"))
+        assert seen == [cuda and not deterministic] * 2  # on during the loop, GPU only
+        assert torch.backends.cudnn.benchmark is False  # and restored afterwards
+    finally:
+        torch.backends.cudnn.benchmark = old
+        torch.use_deterministic_algorithms(old_det)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_session.sh)")
+def test_finder_on_cuda_names_the_memory_when_not_one_sample_fits(blobs):
+    class Hog(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x):  # asks for 16 TiB whatever the batch
+            return self.lin(x) + 0 * torch.empty(2**42, device=x.device).sum()
+
+    X, y = blobs
+    with pytest.raises(BatchSizeError, match=r"asked for 16\.00 TiB with .* GiB free"):
+        fit(Hog(), X, y, options=TrainOptions(epochs=1, batch_size="auto", device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_session.sh)")
+def test_finder_on_cuda_against_a_real_memory_limit(blobs):
+    from calipers.gpu.finder import find_batch_size
+
+    X, y = blobs
+    free, _ = torch.cuda.mem_get_info()
+    per_sample = free // 64 // 4  # float32 elements: about 1/64 of the free memory per sample
+
+    class Grows(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.lin(x) + 0 * torch.empty(x.shape[0] * per_sample, device=x.device).sum()
+
+    Xb = torch.as_tensor(np.tile(X, (20, 1)))  # 2,000+ samples: the limit is memory
+    yb = torch.as_tensor(np.tile(y, 20))
+    choice = find_batch_size(Grows(), Xb, yb, torch.nn.CrossEntropyLoss(),
+                             device=torch.device("cuda"))
+    assert choice.method == "memory" and 16 <= choice.largest <= 64
+    assert choice.size == max(1, int(choice.largest * 0.9))

@@ -77,6 +77,39 @@ def test_loop_gives_the_old_cpu_numbers(kind, loader, monkeypatch):
     assert new.data_on_device is not loader and new.amp is False and new.amp_dtype == ""
 
 
+def test_split_lives_on_the_device_within_a_quarter_of_its_free_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4000, 8000))
+    cuda = torch.device("cuda")  # only its type is read before the memory query
+    y = torch.zeros(50, dtype=torch.int64)  # 400 bytes
+    assert train._fits_on_device(torch.zeros(150), y, cuda)  # 600 + 400 = 1000 = 4000 / 4
+    assert not train._fits_on_device(torch.zeros(151), y, cuda)
+    assert train._fits_on_device(torch.zeros(10**6), y, torch.device("cpu"))  # always
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_session.sh)")
+def test_loop_on_cuda_synchronises_once_per_epoch_not_per_step():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((640, 5)).astype(np.float32), rng.integers(0, 3, 640)
+    caught = []
+
+    def watch(epoch, n, loss):  # from the end of epoch 1 on: flag every synchronising call
+        if epoch == 1:
+            torch.cuda.set_sync_debug_mode("warn")
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = fit(MLP((5,), 3, hidden=(16,)), X, y, progress=watch, options=TrainOptions(
+                epochs=4, batch_size=32, device="cuda", amp="bf16"))  # 20 steps an epoch
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message)[:120] for w in caught if "synchroniz" in str(w.message)]
+    assert res.data_on_device and res.amp_dtype == "bf16"
+    assert 1 <= len(syncs) <= 2 * 3, syncs  # epochs 2-4: the loss read once each, not 20 times
+
+
 # --- packs --------------------------------------------------------------------------------------
 
 def _png_folder(root, n=8, shape=(8, 8), corrupt=False):
@@ -126,6 +159,18 @@ def test_pack_names_an_unreadable_file_and_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="03.png"):
         pack(src, tmp_path / "out" / "p.pack")
     assert list((tmp_path / "out").iterdir()) == []  # nothing half-written
+
+
+def test_pack_force_with_an_unreadable_file_keeps_the_old_pack(tmp_path):
+    good = _png_folder(tmp_path / "good")
+    assert runner.invoke(app, ["pack", str(good), str(tmp_path / "p.pack")]).exit_code == 0
+    before = {f.name: f.read_bytes() for f in (tmp_path / "p.pack").iterdir()}
+    bad = _png_folder(tmp_path / "bad", corrupt=True)
+    res = runner.invoke(app, ["pack", str(bad), str(tmp_path / "p.pack"), "--force"])
+    assert res.exit_code == 2 and "03.png" in res.output  # the file is named
+    after = {f.name: f.read_bytes() for f in (tmp_path / "p.pack").iterdir()}
+    assert after == before  # the old pack is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "p.pack"]  # no temp
 
 
 def test_pack_kind_gives_the_same_metrics_as_the_folder(tmp_path):
@@ -205,3 +250,43 @@ def test_bench_cg_matches_scipy():
     ref, _ = cg(A, b, rtol=0.0, atol=0.0, maxiter=_CG_ITERS)
     got = _torch_cg(torch_csr(A), torch.from_numpy(b), _CG_ITERS).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-8)
+
+
+def test_crossover_is_where_the_gpu_wins_for_good():
+    from calipers.tools.bench import crossover
+
+    sizes = [10, 100, 1000, 10_000]
+    assert crossover(sizes, [1, 1, 1, 1], [2, 2, 0.5, 0.1]) == 1000
+    assert crossover(sizes, [1, 1, 1, 1], [0.5, 2, 0.5, 0.1]) == 1000  # an early win that fades
+    assert crossover(sizes, [1, 1, 1, 1], [0.1, 0.1, 0.1, 2]) is None  # behind at the largest
+    assert crossover(sizes, [1, 1, 1, 1], [None] * 4) is None  # no GPU
+    assert crossover(sizes, [1, 1, 1, 1], [1, 1, 1, 1]) is None  # a tie is not a win
+
+
+def test_network_check_copies_read_only_pack_data(tmp_path):
+    from calipers.evaluation.contracts import check_network
+    from calipers.tools.pack import load_pack, pack
+
+    class Scribbler(torch.nn.Module):  # writes into its input, as in-place layers may
+        def forward(self, x):
+            x.mul_(0)
+            return torch.zeros(x.shape[0], 2, requires_grad=True)
+
+    pack(_png_folder(tmp_path / "src", n=2), tmp_path / "p.pack")
+    X = np.array(load_pack(tmp_path / "p.pack").X)  # read-only, like the memory map
+    X.flags.writeable = False
+    before = X.copy()
+    check_network(Scribbler(), X[:2], task="classification", n_outputs=2, network="S")
+    assert np.array_equal(X, before)  # the data were not handed over as shared memory
+
+
+def test_every_bench_workload_runs_on_the_cpu():
+    from calipers.tools.bench import WORKLOADS
+
+    assert [w.name for w in WORKLOADS] == ["matmul", "fft2", "conv2d", "conv3d", "pdist", "cg",
+                                           "permutation", "mc_dropout"]
+    for w in WORKLOADS:
+        cpu, gpu = w.make(w.quick[0], None)
+        assert gpu is None and cpu() is not None, w.name
+        assert list(w.quick) == sorted(w.quick) and list(w.full) == sorted(w.full)
+    assert 4500 in WORKLOADS[4].full  # the classic 4,500 x 120 distance matrix

@@ -1,5 +1,6 @@
 """The NVML monitor with a fake NVML; `calipers gpu` without a driver; device checks."""
 
+import json
 import time
 import types
 import warnings
@@ -175,20 +176,24 @@ def test_report_section_from_gpu_json(tmp_path):
     assert len(figs) == 1 and figs[0].axes[0].get_ylabel() == "GPU busy (%)"
 
 
-def test_advice_uses_the_finders_size(tmp_path):
+@pytest.mark.parametrize("batch, code", [(8, "batch"), (460, "small")])
+def test_advice_uses_the_finders_size(tmp_path, batch, code):
     with pytest.warns(CalipersWarning, match="GPU: "), \
             monitor.gpu_monitor(tmp_path, "cuda:0", interval=0.005, nvml=fake_nvml()):
         monitor.record("batch_size", {"UNet (1 parameters)": {
             "size": 460, "largest": 512, "method": "memory", "probes": {}}}, merge=True)
-        t = monitor.LoopTimers(torch.device("cpu"), batch_size=8, data_on_device=True,
+        t = monitor.LoopTimers(torch.device("cpu"), batch_size=batch, data_on_device=True,
                                amp="bf16", workers=0)
         t.epoch_start()
         for _ in t.wrap(iter(["batch"])):
-            time.sleep(0.05)
+            time.sleep(0.002)  # a short step: a small network for this GPU
             t.step_end()
         t.epoch_end()
     g = read_json(tmp_path / "gpu.json")
-    assert g["advice"]["code"] == "batch" and "batch_size = 512" in g["advice"]["text"]
+    assert g["advice"]["code"] == code
+    if code == "batch":  # the size with the finder's safety margin, not the largest that fitted
+        assert "batch_size = 460" in g["advice"]["text"]
+    # batch_size = "auto" trained at the finder's size: no advice to go beyond its margin
 
 
 def test_chunks_become_segments(tmp_path):
@@ -200,3 +205,97 @@ def test_chunks_become_segments(tmp_path):
     assert [s["label"] for s in g["segments"]] == ["a.nii.gz", "b.nii.gz"]
     assert g["segments"][0]["end_s"] == g["segments"][1]["start_s"]
     assert g["advice"]["code"] == "ok" and "loop" not in g
+
+
+def test_calipers_gpu_watch_refreshes_until_interrupted(monkeypatch):
+    import calipers.cli.gpu as cli_gpu
+
+    monkeypatch.setattr(monitor, "load_nvml", fake_nvml)
+    naps = []
+
+    def sleep(s):
+        naps.append(s)
+        if len(naps) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second wait
+
+    monkeypatch.setattr(cli_gpu, "time", types.SimpleNamespace(sleep=sleep))
+    res = runner.invoke(app, ["gpu", "--watch", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    snaps = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert naps == [0.5, 0.5] and len(snaps) == 2
+    assert snaps[0]["gpus"][0]["name"] == "Fake H200" and snaps[0]["cuda"] == "13.0"
+    res = runner.invoke(app, ["gpu", "--watch", "-1"])  # checked with or without a driver
+    assert res.exit_code == 2 and "--watch must be >= 0" in res.stderr
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Every monitor in the test samples a fake GPU (NVML index 0 whatever the device)."""
+    monkeypatch.setattr(monitor, "_nvml_index", lambda device: 0)
+    monkeypatch.setattr(monitor, "load_nvml", fake_nvml)
+
+
+def _cv_config(batch_size=64):
+    from calipers.config import parse_config
+
+    return parse_config({
+        "data": {"kind": "digits"}, "cv": {"folds": 2, "seed": 0}, "mc": {"samples": 2},
+        "train": {"epochs": 2, "batch_size": batch_size, "device": "cpu"},
+        "networks": {"A": {"model": "calipers.models:CNN", "args": {"channels": 4}},
+                     "B": {"model": "calipers.models:CNN", "args": {"channels": 6}}}})
+
+
+def test_cv_run_writes_gpu_json_and_the_report_shows_it(fake_gpu, tmp_path):
+    from calipers.experiment.runner import run_experiment
+
+    with pytest.warns(CalipersWarning, match="GPU: "):  # the advice, printed
+        run_experiment(_cv_config(), tmp_path / "run")
+    g = read_json(tmp_path / "run" / "gpu.json")
+    assert g["name"] == "Fake H200" and g["overall"]["n_samples"] >= 1
+    assert g["loop"]["epochs"] == 8  # 2 networks x 2 folds x 2 epochs, each timed
+    assert [s["label"] for s in g["segments"]][:3] == ["fit 1 epoch 1", "fit 1 epoch 2",
+                                                       "fit 2 epoch 1"]
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>GPU</h2>" in html and f"<b>Advice:</b> {g['advice']['text'][:30]}" in html
+    assert 'alt="GPU utilisation over time"' in html or "GPU utilisation over time" in html
+
+
+def test_cv_batch_size_auto_is_recorded_in_the_run_and_the_report(tmp_path, monkeypatch):
+    from calipers.experiment.runner import run_experiment
+    from calipers.gpu import finder
+
+    monkeypatch.setattr(finder, "_PROBE_SECONDS", 0.01)  # timings need not be good here
+    monkeypatch.setattr(finder, "_CACHE", {})
+    run_experiment(_cv_config(batch_size="auto"), tmp_path / "run")
+    g = read_json(tmp_path / "run" / "gpu.json")  # a CPU run: written for the finder only
+    assert g["sampled"] is False and len(g["batch_size"]) == 2  # one per network shape
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    for net, choice in g["batch_size"].items():
+        assert choice["method"] == "throughput" and 1 <= choice["size"] <= choice["largest"]
+        assert (f"Batch size chosen by the finder for {net}: {choice['size']} "
+                in html)
+
+
+def test_permute_marks_every_chunk_even_when_quiet(fake_gpu, tmp_path):
+    import nibabel as nib
+
+    y = np.random.default_rng(0).normal(0.4, 1.0, size=(8, 5, 6, 4))
+    nib.save(nib.Nifti1Image(np.moveaxis(y, 0, -1).astype(np.float32), np.eye(4)),
+             tmp_path / "all.nii.gz")
+    res = runner.invoke(app, ["permute", "-i", str(tmp_path / "all.nii.gz"), "-1", "-n", "200",
+                              "--device", "cpu", "-q", "--chunks", "2",
+                              "-o", str(tmp_path / "out" / "r")])
+    assert res.exit_code == 0, res.output
+    g = read_json(tmp_path / "out" / "gpu.json")
+    labels = [s["label"] for s in g["segments"]]
+    assert len(labels) >= 2 and all(la.startswith("permutations to ") for la in labels)
+    assert f"Note: GPU: {g['advice']['text'][:40]}" in " ".join(res.stderr.split())
+
+
+def test_nvml_index_follows_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert monitor._nvml_index("cuda:1") == 5  # NVML counts every GPU, CUDA the visible ones
+    assert monitor._nvml_index("cuda:0") == 3
+    assert monitor._nvml_index("cpu") is None
+    if not torch.cuda.is_available():
+        assert monitor._nvml_index("auto") is None  # a CPU run samples nothing

@@ -157,3 +157,28 @@ def test_progress_in_logs_one_line_per_file(seg_run, in_dir, tmp_path):
     assert lines[0].startswith(f"file 1/{n} done (case_000.nii.gz) · ")
     assert lines[-1].startswith(f"file {n}/{n} done") and "left" not in lines[-1]
     assert "━" not in r.output
+
+
+def test_predict_writes_gpu_json_with_one_segment_per_file(seg_run, in_dir, tmp_path,
+                                                           monkeypatch):
+    """The monitor of issue 13 around predict, with a fake NVML: one segment per image."""
+    import json
+    from types import SimpleNamespace as NS
+
+    from calipers.gpu import monitor
+
+    fake = NS(nvmlDeviceGetHandleByIndex=lambda i: "h", nvmlDeviceGetName=lambda h: b"Fake GPU",
+              nvmlDeviceGetMemoryInfo=lambda h: NS(used=2**30, total=8 * 2**30),
+              nvmlDeviceGetUtilizationRates=lambda h: NS(gpu=99),
+              nvmlDeviceGetPowerUsage=lambda h: 50_000)
+    monkeypatch.setattr(monitor, "_nvml_index", lambda device: 0)
+    monkeypatch.setattr(monitor, "load_nvml", lambda: fake)
+    app = typer.Typer()
+    app.command()(predict)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["--model", str(seg_run), "--in", str(in_dir), "--out",
+                                 str(out), "--mc", "2", "-q", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    g = json.loads((out / "gpu.json").read_text())
+    assert g["name"] == "Fake GPU" and g["advice"]["code"] == "ok"
+    assert sorted(s["label"] for s in g["segments"]) == ["case_000.nii.gz", "case_003.nii.gz"]

@@ -152,3 +152,78 @@ def test_run_with_a_recipe_and_bad_patch_refused(tmp_path, nifti_set):
     res = run_experiment(cfg, tmp_path / "run", report=False)
     assert 0 <= res.summary.networks["u"]["mean_dice"]["mean"] <= 1
     assert "[segmentation]" in (tmp_path / "run" / "config.toml").read_text()
+
+
+def _old_recipe_fit(model, X, y, opts, recipe, seed):
+    """The recipe loop before issue 13's audit (float(loss) every step), CPU only."""
+    from calipers._seeds import torch_generator
+    from calipers.evaluation.train import _loss_fn
+
+    Xt = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)[:, None]
+    model.train()
+    optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda e: lr_factor(
+        e, opts.epochs, schedule=recipe.schedule, warmup_epochs=recipe.warmup_epochs))
+    loss_fn = _loss_fn("segmentation")
+    transform = _transforms(recipe, X.ndim - 2, seed)
+    gen = torch_generator(seed)
+    n, losses = Xt.shape[0], []
+    for _ in range(opts.epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, opts.batch_size):
+            idx = order[start:start + opts.batch_size]
+            pairs = [_sample(transform, Xt[i], yt[i]) for i in idx.tolist()]
+            xb, yb = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+            optim.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb).float(), yb)
+            loss.backward()
+            optim.step()
+            total += float(loss.detach()) * idx.numel()
+        sched.step()
+        losses.append(total / n)
+    return losses
+
+
+def _unet():
+    torch.manual_seed(0)
+    return build_network("calipers.models:UNet", {"channels": [4, 8], "dropout": 0.1},
+                         input_shape=(1, 32, 32), n_outputs=2)
+
+
+def test_recipe_loop_gives_the_old_cpu_numbers(rng):
+    X, y = _blob_images(rng, n=7)  # batches of 3, 3, 1
+    recipe = SegmentationRecipe(patch=(16, 16), foreground=0.5, schedule="cosine",
+                                warmup_epochs=1, augment=True)
+    opts = TrainOptions(epochs=3, batch_size=3, lr=1e-2, weight_decay=1e-4, device="cpu")
+    a, b = _unet(), _unet()
+    torch.manual_seed(5)
+    new = fit_segmentation(a, X, y, options=opts, recipe=recipe, seed=2)
+    torch.manual_seed(5)
+    old = _old_recipe_fit(b, X, y, opts, recipe, seed=2)
+    assert list(new.losses) == old  # bit for bit
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert new.batch_size == 3 and new.amp is False and new.data_on_device is False
+
+
+def test_recipe_batch_size_auto_probes_patches_and_is_recorded(rng, tmp_path, monkeypatch):
+    from calipers.gpu import finder
+    from calipers.gpu.monitor import gpu_monitor
+    from calipers.runs import read_json
+
+    monkeypatch.setattr(finder, "_PROBE_SECONDS", 0.01)
+    monkeypatch.setattr(finder, "_CACHE", {})
+    X, y = _blob_images(rng, n=6)
+    model = _unet()
+    shapes = []
+    model.register_forward_pre_hook(lambda m, a: shapes.append(tuple(a[0].shape)))
+    with gpu_monitor(tmp_path, "cpu"):
+        res = fit_segmentation(model, X, y, options=TrainOptions(
+            epochs=2, batch_size="auto", device="cpu"), recipe=SegmentationRecipe(
+            patch=(16, 16), augment=True), seed=0)
+    g = read_json(tmp_path / "gpu.json")
+    (choice,) = g["batch_size"].values()
+    assert res.batch_size == choice["size"] and 1 <= res.batch_size <= 6
+    assert {s[1:] for s in shapes} == {(1, 16, 16)}  # the finder's probes too saw patches
+    assert g["loop"]["epochs"] == 2 and g["loop"]["data_on_device"] is False  # timers wired

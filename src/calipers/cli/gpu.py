@@ -44,15 +44,15 @@ def gpu(
     """
     from calipers.gpu.monitor import cpu_name, load_nvml, snapshot
 
+    if watch < 0:
+        sys.stderr.write(f"error: --watch must be >= 0 seconds; got {watch}.\n")
+        raise typer.Exit(2)
     try:
         nvml = load_nvml()
     except RuntimeError as exc:
         msg = f"No NVIDIA GPU ({exc}); calipers will use the CPU: {cpu_name()}."
         sys.stdout.write((json.dumps({"gpus": [], "reason": msg}) if as_json else msg) + "\n")
         return
-    if watch < 0:
-        sys.stderr.write(f"error: --watch must be >= 0 seconds; got {watch}.\n")
-        raise typer.Exit(2)
     try:
         while True:
             snap = snapshot(nvml)

@@ -103,6 +103,8 @@ def permute(
     mon = None
 
     def _update(done: int, total: int) -> None:
+        if mon is not None:  # one gpu.json segment per chunk, quiet or not
+            mon.mark(f"permutations to {done} of {total}")
         if quiet:
             return
         if not err.is_terminal:  # logs: a plain line at most every 10 s
@@ -110,12 +112,10 @@ def permute(
         elif not progress.live.is_started:  # drawn from the first chunk: no bar before an error
             progress.start()
         progress.update(task, completed=done, total=total)
-        if mon is not None:
-            mon.mark(f"permutations to {done} of {total}")  # one gpu.json segment per chunk
 
     try:
-        with executor_errors(err), gpu_monitor(Path(output).parent, device) as mon, \
-                warnings.catch_warnings(record=True) as caught:
+        with executor_errors(err), warnings.catch_warnings(record=True) as caught, \
+                gpu_monitor(Path(output).parent, device) as mon:  # its advice: a Note below
             warnings.simplefilter("always", CalipersWarning)
             out = permute_images(
                 inputs if len(inputs) > 1 else inputs[0], output,

@@ -103,7 +103,8 @@ def check_network(
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.as_tensor(np.asarray(x), dtype=torch.float32))
+            out = model(torch.tensor(np.asarray(x), dtype=torch.float32))  # a copy: x may be
+            # a read-only memory map (data.kind = "pack"), which torch.as_tensor warns about
     except Exception as exc:  # any error of user code on a well-formed batch
         raise ConfigError(f"network {network} fails on a batch of shape "
                           f"{_shape_text(np.shape(x))} (the data's samples): "

@@ -81,14 +81,19 @@ def advise(t: Trace) -> Advice:
         return Advice("ok", f"{u}: it is working hard; nothing to change.")
     if t.wait_fraction is None:
         return Advice("host", f"{u}; the work between GPU calls (reading and writing files, "
-                      "Python on the CPU) dominates: keep inputs as arrays (calipers pack) and "
-                      "give the GPU larger chunks of work.")
+                      "Python on the CPU) dominates: give the GPU larger pieces of work per call "
+                      "(predict: a larger --roi, or none; permute: fewer --chunks).")
     w = f"{u}, and the loop waited for data {100 * t.wait_fraction:.0f} % of each epoch"
     if t.wait_fraction >= _DATA_BOUND:
         if t.reads_files:
             return Advice("pack", f"{w}: decoding image files is the bottleneck; pack the data "
                           "set into one array file (calipers pack SRC DST, then "
                           "data.kind = \"pack\").")
+        if t.data_on_device is False and t.workers == 0:  # the segmentation recipe's loop
+            return Advice("loader", f"{w}: the patches are cropped and augmented on the CPU, "
+                          "one image after another, between steps; that sets the pace (the "
+                          "recipe's loop has no loader workers). Less augmentation ([segmentation] "
+                          "augment = false) or fewer, larger patches per step wait less.")
         if t.data_on_device is False and (t.workers or 0) < 8:
             return Advice("loader", f"{w}: use more loader workers with pinned memory "
                           f"(now {t.workers or 0} workers), or shrink the data so the split "

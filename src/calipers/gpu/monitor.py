@@ -378,7 +378,7 @@ class GpuMonitor:
         util = (float(np.mean([s["util_mean"] for s in train])) if self.epochs and train
                 else out["overall"]["util_mean"])
         peak = out["overall"].get("mem_peak_mib")
-        found = [c["largest"] for c in out.get("batch_size", {}).values()
+        found = [c["size"] for c in out.get("batch_size", {}).values()  # with the margin
                  if c.get("method") == "memory"]
         return Trace(
             util_mean=util, wait_fraction=loop.get("wait_fraction"), step_ms=loop.get("step_ms"),

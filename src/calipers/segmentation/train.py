@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,7 +21,14 @@ from torch import nn
 
 from calipers._device import resolve_device
 from calipers._seeds import torch_generator
-from calipers.evaluation.train import FitResult, TrainOptions, _loss_fn, fit
+from calipers.evaluation.train import (
+    _AMP_NAMES,
+    FitResult,
+    TrainOptions,
+    _loss_fn,
+    fit,
+    resolve_amp,
+)
 
 __all__ = ["SegmentationRecipe", "fit_segmentation", "lr_factor"]
 
@@ -184,34 +192,63 @@ def fit_segmentation(
     return _fit_recipe(model, X, y, options or TrainOptions(), recipe, seed, progress)
 
 
+def _recipe_batches(order: torch.Tensor, batch_size: int, transform, Xt: torch.Tensor,
+                    yt: torch.Tensor, device: torch.device):
+    """One epoch's batches: one transformed sample (patch) per image, stacked on the host."""
+    for start in range(0, order.numel(), batch_size):
+        pairs = [_sample(transform, Xt[i], yt[i]) for i in order[start:start + batch_size].tolist()]
+        yield (torch.stack([p[0] for p in pairs]).to(device),
+               torch.stack([p[1] for p in pairs]).to(device))
+
+
 def _fit_recipe(model, X, y, opts: TrainOptions, recipe: SegmentationRecipe, seed: int,
                 progress) -> FitResult:
+    # NOTE [A loop that keeps the GPU busy] (calipers.evaluation.train) holds here too: mixed
+    # precision, batch_size = "auto" (probed on patch-sized inputs), the loss summed on the
+    # device and read once per epoch, the loop's timers for the GPU monitor. The CPU's numbers
+    # are those of the earlier loop (tests/segmentation/test_seg_recipe.py).
+    from calipers.gpu.monitor import LoopTimers
+
     device = resolve_device(opts.device)
     Xt = torch.as_tensor(np.asarray(X), dtype=torch.float32)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)[:, None]
     model.to(device).train()
+    loss_fn = _loss_fn("segmentation")
+    amp_dtype = resolve_amp(opts.amp, device)
+    batch_size = opts.batch_size
+    if batch_size == "auto":  # the steps see patches: probe with patch-sized crops
+        from calipers.gpu.finder import find_batch_size
+
+        crop = (slice(None), slice(None), *(slice(0, int(p)) for p in recipe.patch or ()))
+        batch_size = find_batch_size(model, Xt[crop], yt[crop], loss_fn, device=device,
+                                     amp_dtype=amp_dtype).size
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda e: lr_factor(
         e, opts.epochs, schedule=recipe.schedule, warmup_epochs=recipe.warmup_epochs))
-    loss_fn = _loss_fn("segmentation")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     transform = _transforms(recipe, X.ndim - 2, seed)
     gen = torch_generator(seed)
+    timers = LoopTimers(device, batch_size=batch_size, data_on_device=False,
+                        amp=_AMP_NAMES.get(amp_dtype, ""), workers=0)
     n, losses, t0 = Xt.shape[0], [], time.perf_counter()
     for epoch in range(opts.epochs):
         order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for start in range(0, n, opts.batch_size):
-            idx = order[start:start + opts.batch_size]
-            pairs = [_sample(transform, Xt[i], yt[i]) for i in idx.tolist()]
-            xb = torch.stack([p[0] for p in pairs]).to(device)
-            yb = torch.stack([p[1] for p in pairs]).to(device)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        timers.epoch_start()
+        for xb, yb in timers.wrap(_recipe_batches(order, batch_size, transform, Xt, yt, device)):
             optim.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb).float(), yb)
-            loss.backward()
-            optim.step()
-            total += float(loss.detach()) * idx.numel()
+            with (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
+                  else nullcontext()):
+                loss = loss_fn(model(xb).float(), yb)
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+            total += loss.detach().double() * xb.shape[0]
+            timers.step_end()
         sched.step()
-        losses.append(total / n)
+        losses.append(float(total) / n)  # the epoch's one host synchronisation
+        timers.epoch_end()
         if progress is not None:
             progress(epoch + 1, opts.epochs, losses[-1])
-    return FitResult(tuple(losses), time.perf_counter() - t0, str(device), False)
+    return FitResult(tuple(losses), time.perf_counter() - t0, str(device), amp_dtype is not None,
+                     _AMP_NAMES.get(amp_dtype, ""), int(batch_size), False)

@@ -331,7 +331,7 @@ def render_bench(res: BenchResult) -> str:
 def plot_bench(res: BenchResult, path: str) -> None:
     """One panel per workload: seconds against size, CPU and GPU, log-log, crossover marked."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import NullFormatter, NullLocator
 
     names = list(res.workloads)
     cols = 4
@@ -348,9 +348,12 @@ def plot_bench(res: BenchResult, path: str) -> None:
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(w["unit"], fontsize=7)
         ax.set_ylabel("seconds", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(w["sizes"], [f"{n:,}" for n in w["sizes"]])  # the sizes measured
+        ax.xaxis.set_minor_locator(NullLocator())
+        times = [t for t in (*w["cpu_s"], *w["gpu_s"]) if t]
+        if max(times) >= 10 * min(times):  # within one decade the minor labels are all there is
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(which="both", labelsize=7)
         ax.legend(fontsize=7)
     fig.suptitle(res.note or f"CPU vs {res.device.get('gpu', 'GPU')}", fontsize=9)
     fig.savefig(path, dpi=110)
