@@ -23,8 +23,8 @@
 #    utilisation), the batch-size finder on that U-Net; `calipers bench` at full sizes (the
 #    4,500 x 120 distance matrix and the CG solve must show the GPU ahead); tests/gpu.
 # 7. issue 12: executors on CUDA: cv serial vs --executor local, permutation 1 vs 3 chunks
-# 8. issue 14: hippocampus with the CPU recipe (patches, foreground sampling, augmentation,
-#    cosine LR; `make validate-seg`), HIPPO_EPOCHS (default 100) epochs: folds finished within
+# 8. issue 14: hippocampus with the CPU recipe of `make validate-seg` (whole volumes, batch 2,
+#    augmentation, cosine LR), HIPPO_EPOCHS (default 60) epochs: folds finished within
 #    the time limit are kept in $OUT/seg_runs and their metrics.json files come back
 # 9. issue 17: permutation engine, whole brain: 10,000 sign flips max-T (goal <= 0.1 s compute),
 #    1,000 TFCE permutations (goal <= 5 s), p-maps equal to the CPU's; one JSON line
@@ -59,7 +59,7 @@ print('advice:', g.get('advice'))" "$OUT/demo/gpu.json" 2>&1 | tee "$OUT/demo_gp
     timeout 90 $PY -m pytest -q -p no:cacheprovider tests/gpu > "$OUT/tests_gpu.log" 2>&1
     cat "$OUT/gpu_loop_digits.log" "$OUT/gpu_loop_hippocampus.log" "$OUT/bench.log"
 elif [ "${1:-a}" = h ]; then
-    CALIPERS_HIPPO_EPOCHS=${HIPPO_EPOCHS:-100} CALIPERS_SEG_RUN_DIR="$OUT/seg_runs" \
+    CALIPERS_HIPPO_EPOCHS=${HIPPO_EPOCHS:-60} CALIPERS_SEG_RUN_DIR="$OUT/seg_runs" \
         timeout 540 $PY -m pytest -q -s -m slow validate/test_segmentation.py -k hippocampus \
         > "$OUT/seg_hippocampus_recipe.log" 2>&1
     cat "$OUT"/seg_runs/hippocampus/unet/fold-*/metrics.json > "$OUT/hippocampus_folds.json" \
