@@ -233,7 +233,15 @@ def test_per_class_dice_and_voxel_error_intervals_stay_in_range():
     from calipers.stats.scales import metric_scale
 
     for name in ("dice_1", "dice_12", "voxel_error"):
-        assert metric_scale(name).bounds == (0.0, 1.0) and not metric_scale(name).percent
+        assert metric_scale(name).bounds == (0.0, 1.0)
+    # per-class Dice reads like mean_dice (percent points, its margin); voxel_error a fraction
+    d2, md = metric_scale("dice_2"), metric_scale("mean_dice")
+    assert (d2.metric, d2.percent, d2.bounds, d2.default_rope) == \
+        ("dice_2", md.percent, md.bounds, md.default_rope) and d2.percent
+    assert not metric_scale("voxel_error").percent
+    from calipers.report.html import _fmt
+
+    assert _fmt(0.8731, "dice_1") == _fmt(0.8731, "mean_dice") != _fmt(0.8731, "voxel_error")
     assert metric_scale("dice_x").bounds is None and not metric_scale("dice_x").known
     res = describe_scores([0.2, 0.4], test_train_ratio=1.0, bounds=metric_scale("dice_1").bounds,
                           n_test=3)

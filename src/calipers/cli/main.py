@@ -115,8 +115,8 @@ def _render_summary(summary) -> None:
     d = summary.to_dict()
     metric = d["metric"]
     from calipers._format import estimate
-    from calipers.evaluation.metrics import METRICS
     from calipers.report.headline import chosen_label, summary_headline
+    from calipers.stats.scales import metric_scale
 
     held = d.get("protocol") == "holdout"
     table = Table(title=f"{metric} over {d['n_splits']} folds (mean ± std; 95% CI corrected for "
@@ -133,7 +133,7 @@ def _render_summary(summary) -> None:
         cells = []
         for m in cols:
             s = per[m]
-            pct = m in METRICS and METRICS[m].percent_points
+            pct = metric_scale(m).percent  # dice_1, ... as mean_dice
             if held:  # one split: test-set value, bootstrap SE and interval (or a point)
                 se = s.get("se")
                 est = estimate(s["mean"], s.get("ci_low"), s.get("ci_high"), std=se,

@@ -27,10 +27,9 @@ def _established(pair: Mapping[str, Any]) -> bool:
 
 
 def _percent(metric: str) -> bool:
-    from calipers.evaluation.metrics import METRICS
+    from calipers.stats.scales import metric_scale
 
-    info = METRICS.get(str(metric))
-    return bool(info is not None and info.percent_points)
+    return metric_scale(str(metric)).percent
 
 
 def _pair(x: Any) -> tuple[Any, Any]:

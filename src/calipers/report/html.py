@@ -31,12 +31,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from calipers import _format as fmt
-from calipers.evaluation.metrics import METRICS, reliability_curve
+from calipers.evaluation.metrics import reliability_curve
 from calipers.gpu.report import gpu_section  # "" without RUN/gpu.json
 from calipers.report import plots
 from calipers.report.headline import chosen_label, summary_headline
 from calipers.report.run_data import RunData, _pooled, load_run
 from calipers.runs import read_json
+from calipers.stats.scales import metric_scale
 
 __all__ = ["RunData", "env_lines", "headline", "load_run", "render_report"]
 
@@ -54,8 +55,7 @@ def _num(x: Any) -> float:
 
 def _is_percent(metric: str) -> bool:
     """Fractions such as accuracy and ECE read best in % (``MetricInfo.percent_points``)."""
-    info = METRICS.get(str(metric))
-    return bool(info is not None and info.percent_points)
+    return metric_scale(str(metric)).percent  # per-class Dice (dice_1, ...) as mean Dice
 
 
 def _fmt(x: Any, metric: str, *, diff: bool = False) -> str:

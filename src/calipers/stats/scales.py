@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from calipers.evaluation.metrics import METRICS
 
 __all__ = ["MetricScale", "metric_scale", "resolve_rope"]
 
 _BOUNDS = {"brier": (0.0, 2.0)}  # besides the percent-point rates, which lie in [0, 1]
-# Fractions in [0, 1] that segmentation folds report beside METRICS' entries: the Dice of each
-# class (dice_1, dice_2, ...) and the share of wrong voxels. Shown as fractions, not points.
-_FRACTIONS = re.compile(r"dice_\d+|voxel_error")
+# Segmentation folds report beside METRICS' entries the Dice of each class (dice_1, dice_2, ...),
+# read like mean_dice (points, its margin), and the share of wrong voxels, a fraction in [0, 1].
+_FRACTIONS = re.compile(r"voxel_error")
+_PER_CLASS_DICE = re.compile(r"dice_\d+")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class MetricScale:
 
 def metric_scale(metric: str) -> MetricScale:
     """Bounds and default margin of ``metric`` (see NOTE [Margins of practical equivalence])."""
+    if _PER_CLASS_DICE.fullmatch(metric):  # dice_1, dice_2, ...: read as mean_dice is
+        return replace(metric_scale("mean_dice"), metric=metric)
     info = METRICS.get(metric)
     if info is None:
         if _FRACTIONS.fullmatch(metric):
