@@ -402,3 +402,35 @@ def test_grid_searched_folds_load_with_their_float64_statistics(tmp_path):
         rmse = float(np.sqrt(np.mean((mean[0, :, 0] - stored["y_true"]) ** 2)))
         # dropout off ("weight scaling") is the deterministic prediction the fold scored
         np.testing.assert_allclose(rmse, info["metrics"]["rmse_weight_scaling"], rtol=1e-4)
+
+
+def test_searched_folds_load_with_their_chosen_dropout_and_tau(tmp_path):
+    """A [search] fold is rebuilt with the dropout it chose (not the config's or the MLP
+    default) and its variance includes its own 1/tau, as in cross-validation."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (X @ [1.0, -2.0, 0.5] + rng.normal(size=60) * 0.3).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", X=X, y=y)
+    raw = {"data": {"kind": "arrays", "path": str(tmp_path / "reg.npz"), "task": "regression"},
+           "cv": {"folds": 2, "seed": 0, "stratify": False},
+           "train": {"epochs": 3, "batch_size": 16, "device": "cpu"}, "mc": {"samples": 8},
+           "search": {"dropout": [0.3, 0.4], "tau": [0.5, 0.6], "mc_samples": 4},
+           "networks": {"A": {"model": "calipers.models:MLP", "args": {"hidden": [8]}}}}
+    run = tmp_path / "run"
+    run_experiment(parse_config(raw), run, report=False)
+    ens = load_ensemble(run, "A")
+    for m in ens.models:
+        chosen = json.loads((run / "A" / f"fold-{m.fold:02d}" / "metrics.json").read_text())[
+            "metrics"]
+        drops = {mod.p for mod in m.predictor.model.modules() if isinstance(mod, torch.nn.Dropout)}
+        assert drops == {chosen["chosen_dropout"]}  # not the MLP default 0.1
+        assert m.tau == chosen["chosen_tau"]
+    # the folds' MC variance with 1/tau, against the variance each fold stored in cv
+    pred = ens.predict(X, n_mc=200, seed=0)
+    stored = np.mean([_stored(run, "A", j)["var"].mean() for j in (0, 1)])
+    assert 1 / 0.6 < np.mean(pred.std**2)  # at least the noise term
+    assert np.mean(pred.std**2) == pytest.approx(stored, rel=0.25)
+    # one MC pass of a model with dropout is still an MC draw, not "deterministic"
+    assert ens.predict(X[:5], n_mc=1).deterministic == ()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class FoldModel:
     task: str
     predictor: Predictor = field(repr=False)
     preprocess: FoldPreprocess = field(repr=False)
+    tau: float | None = None  # regression: the fold's observation precision (1/tau is added)
 
     def passes(self, X: np.ndarray, *, n_mc: int = 0, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -77,16 +78,24 @@ class FoldModel:
             The model's own predictive variance in target units (regression models that give
             one), else None.
         """
+        out, own, _ = self.draws(X, n_mc=n_mc, seed=seed)
+        return out, own
+
+    def draws(self, X: np.ndarray, *, n_mc: int = 0, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """:meth:`passes` and whether they are MC-dropout draws (False: the model has no
+        dropout, or ``n_mc == 0``)."""
         x = self.preprocess.transform(X)
         out = self.predictor.predict_mc(x, n_mc, seed=seed) if n_mc > 0 else None
+        stochastic = out is not None
         out = self.predictor.predict(x)[None] if out is None else np.asarray(out)
         if self.task == "classification":
-            return out.astype(np.float64), None
+            return out.astype(np.float64), None, stochastic
         own = self.predictor.variance(x)
         means = np.stack([self.preprocess.to_target_units(o)[0] for o in out])
         if own is not None:
             own = self.preprocess.to_target_units(np.zeros_like(own), own)[1]
-        return means, own
+        return means, own, stochastic
 
 
 @dataclass(frozen=True)
@@ -158,10 +167,11 @@ class Ensemble:
         ``child_seed(seed, "predict", network, m)``. See NOTE [Ensemble prediction].
         """
         X = check_inputs(X, self.input_shape, where=f"network {self.network!r} of {self.run_dir}")
-        got = [m.passes(X, n_mc=n_mc, seed=child_seed(seed, "predict", self.network, m.fold))
-               for m in self.models]
-        det = tuple(m.fold for m, (p, _) in zip(self.models, got, strict=True)
-                    if n_mc > 0 and len(p) == 1)
+        drawn = [m.draws(X, n_mc=n_mc, seed=child_seed(seed, "predict", self.network, m.fold))
+                 for m in self.models]
+        got = [(p, own) for p, own, _ in drawn]
+        det = tuple(m.fold for m, (_, _, mc) in zip(self.models, drawn, strict=True)
+                    if n_mc > 0 and not mc)
         if self.task == "classification":
             p_bar = np.mean([p.mean(axis=0) for p, _ in got], axis=0)
             p_bar = p_bar / p_bar.sum(axis=1, keepdims=True)
@@ -171,11 +181,12 @@ class Ensemble:
                                       proba=p_bar, entropy=ent,
                                       mutual_info=np.maximum(ent - exp, 0.0), deterministic=det)
         mus = np.stack([p.mean(axis=0) for p, _ in got])
-        vs = np.stack([p.var(axis=0) + (0 if own is None else own) for p, own in got])
+        taus = [m.tau if m.tau is not None else self.tau for m in self.models]
+        vs = np.stack([p.var(axis=0) + (0 if own is None else own)
+                       + (0 if tau is None else 1.0 / tau)  # fold m's own noise (its tau)
+                       for (p, own), tau in zip(got, taus, strict=True)])
         mu = mus.mean(axis=0)
         var = np.maximum((vs + mus**2).mean(axis=0) - mu**2, 0.0)
-        if self.tau is not None:
-            var = var + 1.0 / self.tau
         return EnsemblePrediction("regression", len(got), n_mc, mean=mu, std=np.sqrt(var),
                                   deterministic=det)
 
@@ -270,7 +281,14 @@ def _load(run: _Run, run_dir: Path, network: str, fold: int, device: str,
             saved.file(name)
     learner = get_learner(spec.learner)
     learner.require(network, spec)
-    return FoldModel(network, fold, spec.learner, run.task, learner.load(spec, saved), prep)
+    # a [search] fold trained with its own dropout and tau (metrics.json chosen_*): the
+    # network is rebuilt with that dropout, and its noise 1/tau joins its variance
+    chosen = read_json(d / "metrics.json").get("metrics") or {}
+    if chosen.get("chosen_dropout") is not None:
+        spec = replace(spec, args={**dict(spec.args), "dropout": float(chosen["chosen_dropout"])})
+    tau = chosen.get("chosen_tau")
+    return FoldModel(network, fold, spec.learner, run.task, learner.load(spec, saved), prep,
+                     tau=None if tau is None else float(tau))
 
 
 def _preprocess(run: _Run, run_dir: Path, d: Path, fold: int) -> FoldPreprocess:
