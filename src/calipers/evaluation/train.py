@@ -31,7 +31,7 @@ from calipers._options import Task
 from calipers._seeds import torch_generator
 from calipers.exceptions import TrainingError
 
-__all__ = ["AMP_MODES", "FitResult", "TrainOptions", "fit", "resolve_amp"]
+__all__ = ["AMP_MODES", "FitResult", "TrainOptions", "fit", "resolve_amp", "train_step"]
 
 ProgressFn = Callable[[int, int, float], None]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -160,6 +160,21 @@ def _epoch_batches(
         yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 
 
+
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, loss_fn: nn.Module,
+               optim: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """One optimiser step on a batch (autocast when ``amp_dtype``; ``scaler`` for fp16);
+    the loss, detached and left on the device (no host synchronisation)."""
+    optim.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+        loss = loss_fn(model(xb).float(), yb)
+    scaler.scale(loss).backward()
+    scaler.step(optim)
+    scaler.update()
+    return loss.detach()
+
+
 def fit(
     model: nn.Module,
     X: np.ndarray | torch.Tensor,
@@ -233,15 +248,8 @@ def fit(
             total = torch.zeros((), dtype=torch.float64, device=device)
             timers.epoch_start()
             for xb, yb in timers.wrap(_epoch_batches(Xt, yt, idx, device, on_device)):
-                optim.zero_grad(set_to_none=True)
-                ctx = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
-                       else nullcontext())
-                with ctx:
-                    loss = loss_fn(model(xb).float(), yb)
-                scaler.scale(loss).backward()
-                scaler.step(optim)
-                scaler.update()
-                total += loss.detach().double() * xb.shape[0]
+                loss = train_step(model, xb, yb, loss_fn, optim, scaler, amp_dtype)
+                total += loss.double() * xb.shape[0]
                 timers.step_end()
             losses.append(float(total) / n)  # the epoch's one host synchronisation
             if not math.isfinite(losses[-1]):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,6 +27,7 @@ from calipers.evaluation.train import (
     _loss_fn,
     fit,
     resolve_amp,
+    train_step,
 )
 
 __all__ = ["SegmentationRecipe", "fit_segmentation", "lr_factor"]
@@ -236,14 +236,8 @@ def _fit_recipe(model, X, y, opts: TrainOptions, recipe: SegmentationRecipe, see
         total = torch.zeros((), dtype=torch.float64, device=device)
         timers.epoch_start()
         for xb, yb in timers.wrap(_recipe_batches(order, batch_size, transform, Xt, yt, device)):
-            optim.zero_grad(set_to_none=True)
-            with (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
-                  else nullcontext()):
-                loss = loss_fn(model(xb).float(), yb)
-            scaler.scale(loss).backward()
-            scaler.step(optim)
-            scaler.update()
-            total += loss.detach().double() * xb.shape[0]
+            loss = train_step(model, xb, yb, loss_fn, optim, scaler, amp_dtype)
+            total += loss.double() * xb.shape[0]
             timers.step_end()
         sched.step()
         losses.append(float(total) / n)  # the epoch's one host synchronisation
